@@ -1,0 +1,1 @@
+"""causalvision: causal modelling of images in JAX."""

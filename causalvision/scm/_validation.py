@@ -1,0 +1,70 @@
+"""Checks at the public boundary: clear `ValueError`s naming the node and the problem."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def as_node_list(nodes: str | Iterable[str], argument: str) -> list[str]:
+    """Normalise a node name or an iterable of names to a list of names."""
+    if isinstance(nodes, str):
+        return [nodes]
+    names = list(nodes)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"{argument}: expected node names (str), got {name!r}")
+    return names
+
+
+def check_known(nodes: Iterable[str], known: Iterable[str], argument: str) -> None:
+    """Raise `ValueError` if any of `nodes` is not in `known`."""
+    known = set(known)
+    unknown = [n for n in nodes if n not in known]
+    if unknown:
+        raise ValueError(
+            f"{argument}: unknown node(s) {sorted(unknown)}; the model's nodes are {sorted(known)}"
+        )
+
+
+def check_data(
+    data: Mapping[str, Any],
+    required: Iterable[str],
+    argument: str = "data",
+    *,
+    allow_extra: bool = True,
+    known: Iterable[str] | None = None,
+) -> tuple[dict[str, jnp.ndarray], int]:
+    """Validate a dict of per-unit columns and return it as arrays with the batch size.
+
+    Every required node must be present, every column must have the same leading
+    (batch) size, and no value may be NaN. Raises `ValueError` naming the node.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{argument}: expected a dict of node -> array, got {type(data).__name__}")
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ValueError(f"{argument}: missing value(s) for node(s) {missing}")
+    if known is not None and not allow_extra:
+        check_known(data.keys(), known, argument)
+    arrays: dict[str, jnp.ndarray] = {}
+    sizes: dict[str, int] = {}
+    for name, value in data.items():
+        array = jnp.asarray(value)
+        if array.ndim == 0:
+            raise ValueError(
+                f"{argument}[{name!r}]: expected one value per unit (an array with a leading "
+                f"batch axis), got a scalar"
+            )
+        if jnp.issubdtype(array.dtype, jnp.floating) and bool(np.isnan(np.asarray(array)).any()):
+            count = int(np.isnan(np.asarray(array)).sum())
+            raise ValueError(f"{argument}[{name!r}]: contains {count} NaN value(s)")
+        arrays[name] = array
+        sizes[name] = array.shape[0]
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"{argument}: nodes have mismatched batch sizes {sizes}")
+    size = next(iter(sizes.values())) if sizes else 0
+    return arrays, size
