@@ -1,0 +1,29 @@
+"""Structural causal models: mechanisms, the SCM engine, effects and estimators."""
+
+from causalvision.scm.engine import SCM, WorldRef, from_world
+from causalvision.scm.estimate import Estimate
+from causalvision.scm.interop import FitResult
+from causalvision.scm.mechanisms import (
+    AdditiveNoise,
+    Categorical,
+    Inference,
+    LinearGaussian,
+    Mechanism,
+    NumpyroMechanism,
+    Root,
+)
+
+__all__ = [
+    "SCM",
+    "AdditiveNoise",
+    "Categorical",
+    "Estimate",
+    "FitResult",
+    "Inference",
+    "LinearGaussian",
+    "Mechanism",
+    "NumpyroMechanism",
+    "Root",
+    "WorldRef",
+    "from_world",
+]

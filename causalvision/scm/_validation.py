@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -59,9 +60,11 @@ def check_data(
                 f"{argument}[{name!r}]: expected one value per unit (an array with a leading "
                 f"batch axis), got a scalar"
             )
-        if jnp.issubdtype(array.dtype, jnp.floating) and bool(np.isnan(np.asarray(array)).any()):
+        concrete = not isinstance(array, jax.core.Tracer)  # under jit, values are abstract
+        if concrete and jnp.issubdtype(array.dtype, jnp.floating):
             count = int(np.isnan(np.asarray(array)).sum())
-            raise ValueError(f"{argument}[{name!r}]: contains {count} NaN value(s)")
+            if count:
+                raise ValueError(f"{argument}[{name!r}]: contains {count} NaN value(s)")
         arrays[name] = array
         sizes[name] = array.shape[0]
     if len(set(sizes.values())) > 1:

@@ -1,0 +1,617 @@
+"""The SCM engine: sampling, interventions, counterfactual worlds and effects.
+
+Written once against the Mechanism protocol; it never knows which kind of mechanism it drives.
+Every query is a pure, jit-compiled function of (mechanisms, data, PRNG key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from causalvision.graph import CausalGraph
+from causalvision.scm._validation import as_node_list, check_data, check_known
+from causalvision.scm.estimate import Estimate, mean_and_stderr
+from causalvision.scm.mechanisms import Mechanism
+
+Array = jax.Array
+Values = dict[str, Array]
+
+__all__ = ["SCM", "WorldRef", "from_world"]
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldRef:
+    """An intervention value taken from another world of the same query (nested counterfactuals).
+
+    `{"T": 1, "M": from_world("control", "M")}` sets M to the value it takes, unit by unit, in
+    the world named "control": the building block of natural direct and indirect effects.
+    """
+
+    world: str
+    node: str
+
+
+def from_world(world: str, node: str) -> WorldRef:
+    """Refer to `node`'s value in the world named `world` (see `SCM.multi_world`)."""
+    return WorldRef(world, node)
+
+
+def _is_traced(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+@jax.tree_util.register_pytree_node_class
+class SCM:
+    """A structural causal model: one Mechanism per node, the graph derived from their parents.
+
+    Args:
+      mechanisms: node name -> Mechanism (e.g. `Root`, `LinearGaussian`, `AdditiveNoise`,
+        `Categorical`, `NumpyroMechanism`, or a deep image mechanism).
+      latent: nodes that are never observed in data (used by identification).
+
+    Example:
+      scm = SCM({
+          "Z": Root(dist.Normal(0.0, 1.0)),
+          "X": LinearGaussian(["Z"], weights=[1.0]),
+          "Y": LinearGaussian(["X", "Z"], weights=[2.0, -1.0]),
+      })
+      scm.counterfactual({"Z": z, "X": x, "Y": y}, do={"X": 0.0})["Y"]
+    """
+
+    def __init__(self, mechanisms: Mapping[str, Mechanism], *, latent: Iterable[str] = ()):
+        if not isinstance(mechanisms, Mapping) or not mechanisms:
+            raise ValueError("SCM: `mechanisms` must be a non-empty dict of node -> Mechanism")
+        for name, mech in mechanisms.items():
+            if not isinstance(mech, Mechanism):
+                raise TypeError(f"SCM: node {name!r} needs a Mechanism, got {type(mech).__name__}")
+            check_known(mech.parents, mechanisms, f"SCM: parents of node {name!r}")
+        edges = [(p, name) for name, mech in mechanisms.items() for p in mech.parents]
+        self.graph = CausalGraph(edges, nodes=list(mechanisms), latent=latent)
+        self.mechanisms = {name: mechanisms[name] for name in self.graph.nodes}
+
+    # Pytree: mechanisms are the children; the graph is structure.
+    def tree_flatten(self):
+        return tuple(self.mechanisms.values()), (tuple(self.mechanisms), self.graph)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        names, graph = aux
+        scm = object.__new__(cls)
+        scm.graph = graph
+        scm.mechanisms = dict(zip(names, children, strict=True))
+        return scm
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Node names in topological order."""
+        return tuple(self.mechanisms)
+
+    def __repr__(self) -> str:
+        lines = [f"  {n} := {type(m).__name__}({', '.join(m.parents)})" for n, m in self.items()]
+        return "SCM(\n" + "\n".join(lines) + "\n)"
+
+    def items(self):
+        return self.mechanisms.items()
+
+    def replace(self, **mechanisms: Mechanism) -> SCM:
+        """A copy with some mechanisms swapped (same parents required to keep the graph)."""
+        check_known(mechanisms, self.nodes, "SCM.replace")
+        return SCM({**self.mechanisms, **mechanisms}, latent=self.graph.latent)
+
+    # ------------------------------------------------------------------------------------------
+    # Validation at the public boundary.
+
+    def _check_do(self, do: Mapping[str, Any] | None) -> dict[str, Any]:
+        do = dict(do or {})
+        check_known(do, self.nodes, "do")
+        for name, value in do.items():
+            if callable(value) or isinstance(value, WorldRef) or _is_traced(value):
+                continue
+            array = np.asarray(value)
+            if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
+                raise ValueError(f"do[{name!r}]: intervention value contains NaN")
+            self._check_support(name, np.atleast_1d(array), f"do[{name!r}]")
+        return do
+
+    def _check_support(self, name: str, value: np.ndarray, argument: str) -> None:
+        ok = self.mechanisms[name].in_support(value)
+        if not ok.all():
+            bad = np.asarray(value)[~ok].ravel()[:3].tolist()
+            raise ValueError(
+                f"{argument}: {int((~ok).sum())} value(s) outside the support of node {name!r}, "
+                f"e.g. {bad}"
+            )
+
+    def _check_values(self, values: Mapping[str, Any], argument: str) -> tuple[Values, int]:
+        arrays, size = check_data(values, self.nodes, argument)
+        check_known(arrays, self.nodes, argument)
+        for name, array in arrays.items():
+            if not _is_traced(array):
+                self._check_support(name, np.asarray(array), f"{argument}[{name!r}]")
+        return arrays, size
+
+    def _require_key(self, key: Array | None, nodes: Iterable[str], query: str) -> Array:
+        stochastic = [n for n in nodes if not self.mechanisms[n].exact_abduction]
+        if key is None and stochastic:
+            raise ValueError(
+                f"{query}: nodes {stochastic} abduct their noise stochastically (posterior "
+                f"draws); pass a PRNG `key`"
+            )
+        return jax.random.key(0) if key is None else key
+
+    # ------------------------------------------------------------------------------------------
+    # The three steps every query is made of.
+
+    def sample_noise(self, key: Array, num_units: int) -> dict[str, Any]:
+        """Exogenous noise of every node from its prior, each with a leading unit axis."""
+        keys = jax.random.split(key, len(self.nodes))
+        return {
+            n: m.sample_noise(k, num_units) for (n, m), k in zip(self.items(), keys, strict=True)
+        }
+
+    def abduct(
+        self,
+        factual: Mapping[str, Array],
+        key: Array | None = None,
+        *,
+        nodes: Iterable[str] | None = None,
+        num_samples: int | None = None,
+    ) -> dict[str, Any]:
+        """Noise of `nodes` (default: all) consistent with fully observed `factual` units.
+
+        Noises of different nodes are independent a priori, so given every node's value the
+        posterior factorises over nodes and each mechanism abducts its own noise.
+        With `num_samples`, every noise gets a leading axis of posterior draws.
+        """
+        nodes = self.nodes if nodes is None else tuple(nodes)
+        keys = jax.random.split(jax.random.key(0) if key is None else key, len(self.nodes))
+        noise = {}
+        for (name, mech), k in zip(self.items(), keys, strict=True):
+            if name in nodes:
+                parents = {p: factual[p] for p in mech.parents}
+                noise[name] = mech.abduct(factual[name], parents, k, num_samples)
+        return noise
+
+    def propagate(
+        self,
+        noise: Mapping[str, Any],
+        do: Mapping[str, Any] | None = None,
+        *,
+        fixed: Mapping[str, Array] | None = None,
+    ) -> Values:
+        """Push noise through the structural equations under the intervention `do`.
+
+        `do` values are constants (broadcast to every unit), arrays with one value per unit,
+        or functions of the pre-intervention value (shift interventions). Nodes in `fixed`
+        keep the given values (used for nodes no intervention can reach).
+        """
+        do, fixed = do or {}, fixed or {}
+        values: Values = {}
+        for name, mech in self.items():
+            if name in fixed and name not in do:
+                values[name] = fixed[name]
+                continue
+            parents = {p: values[p] for p in mech.parents}
+            intervention = do.get(name)
+            if intervention is None:
+                values[name] = mech.predict(noise[name], parents)
+            elif callable(intervention):
+                values[name] = intervention(mech.predict(noise[name], parents))
+            else:
+                shape = jax.eval_shape(mech.predict, noise[name], parents)
+                value = jnp.asarray(intervention).astype(shape.dtype)
+                if value.ndim > len(shape.shape) - 1 and value.shape != shape.shape:
+                    raise ValueError(
+                        f"do[{name!r}]: expected a constant or one value per unit of shape "
+                        f"{shape.shape}, got shape {value.shape}"
+                    )
+                values[name] = jnp.broadcast_to(value, shape.shape)
+        return values
+
+    # ------------------------------------------------------------------------------------------
+    # Observational and interventional queries.
+
+    def sample(self, key: Array, num_samples: int, do: Mapping[str, Any] | None = None) -> Values:
+        """`num_samples` units from the observational (or, with `do`, interventional) law."""
+        do = self._check_do(do)
+        _check_count(num_samples, "num_samples")
+        constants, shifts = _split_do(do)
+        return _sample_jit(self, key, constants, num_samples=num_samples, shifts=shifts)
+
+    def log_prob(self, values: Mapping[str, Array]) -> Array:
+        """Joint log density of fully observed units, `(N,)` (mechanisms with a density)."""
+        values, _ = self._check_values(values, "values")
+        check_data(values, self.nodes, "values")
+        return _log_prob_jit(self, values)
+
+    # ------------------------------------------------------------------------------------------
+    # Counterfactual queries.
+
+    def counterfactual(
+        self,
+        factual: Mapping[str, Array],
+        do: Mapping[str, Any],
+        key: Array | None = None,
+        *,
+        num_samples: int | None = None,
+    ) -> Values:
+        """Abduction-action-prediction for every unit of `factual`.
+
+        Args:
+          factual: every node's observed value, each with a leading unit axis `(N, ...)`.
+          do: the intervention (see `propagate`); `WorldRef` values are not allowed here.
+          key: needed when a mechanism abducts by posterior draws (categorical, inference).
+          num_samples: posterior draws per unit; adds a leading axis `(S, N, ...)`.
+        Returns:
+          The counterfactual value of every node. Nodes that no intervened node can reach
+          keep their factual values, and their noise is never inferred.
+        """
+        worlds = self.multi_world(
+            {"counterfactual": do}, factual=factual, key=key, num_samples=num_samples
+        )
+        return worlds["counterfactual"]
+
+    def twin_world(
+        self,
+        do: Mapping[str, Any],
+        *,
+        factual: Mapping[str, Array] | None = None,
+        key: Array | None = None,
+        num_samples: int | None = None,
+    ) -> tuple[Values, Values]:
+        """The factual and the counterfactual world side by side, sharing their noise.
+
+        Without `factual`, `num_samples` units are drawn from the prior: the joint law of
+        (X, X_do) behind probabilities of necessity and sufficiency. With `factual`, the
+        noise is abducted from it (and `num_samples` counts posterior draws per unit).
+        """
+        worlds = self.multi_world(
+            {"counterfactual": do}, factual=factual, key=key, num_samples=num_samples
+        )
+        return worlds["factual"], worlds["counterfactual"]
+
+    def multi_world(
+        self,
+        worlds: Mapping[str, Mapping[str, Any]],
+        *,
+        factual: Mapping[str, Array] | None = None,
+        key: Array | None = None,
+        num_samples: int | None = None,
+    ) -> dict[str, Values]:
+        """Several intervened worlds over the same units and the same noise.
+
+        A world's `do` may take values from another world with `from_world(name, node)`:
+        nested counterfactuals such as `Y(T=1, M(T=0))`. Returns every world plus "factual".
+        """
+        if not isinstance(worlds, Mapping) or "factual" in worlds:
+            raise ValueError("worlds: expected a dict name -> do, with no world named 'factual'")
+        worlds = {name: self._check_do(do) for name, do in worlds.items()}
+        order = _world_order(worlds)
+        intervened = {n for do in worlds.values() for n in do}
+        if factual is None:
+            if num_samples is None or key is None:
+                raise ValueError("multi_world: without `factual`, pass `key` and `num_samples`")
+            _check_count(num_samples, "num_samples")
+            return _prior_worlds_jit(self, key, worlds, order=order, num_units=num_samples)
+        factual, _ = self._check_values(factual, "factual")
+        check_data(factual, self.nodes, "factual")
+        if num_samples is not None:
+            _check_count(num_samples, "num_samples")
+        reached = set(self.graph.descendants(intervened)) | intervened if intervened else set()
+        to_abduct = tuple(n for n in self.nodes if n in reached)
+        key = self._require_key(key, to_abduct, "counterfactual")
+        return _posterior_worlds_jit(
+            self, factual, key, worlds, order=order, to_abduct=to_abduct, num_samples=num_samples
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Effects, as Monte Carlo estimates over units drawn from the prior.
+
+    def ate(
+        self,
+        key: Array,
+        treatment: str,
+        outcome: str,
+        value: Any,
+        baseline: Any,
+        *,
+        num_samples: int = 10_000,
+    ) -> Estimate:
+        """Average treatment effect `E[Y | do(T=value)] - E[Y | do(T=baseline)]`.
+
+        Both arms share their noise (common random numbers), so the standard error is that of
+        the unit-level differences.
+        """
+        self._check_effect_nodes(treatment, outcome)
+        worlds = self.multi_world(
+            {"treated": {treatment: value}, "control": {treatment: baseline}},
+            key=key,
+            num_samples=num_samples,
+        )
+        return mean_and_stderr(worlds["treated"][outcome] - worlds["control"][outcome])
+
+    def te(
+        self,
+        key: Array,
+        treatment: str,
+        outcome: str,
+        value: Any,
+        baseline: Any,
+        *,
+        num_samples: int = 10_000,
+    ) -> Estimate:
+        """Total effect of moving `treatment` from `baseline` to `value` (equals `ate`)."""
+        return self.ate(key, treatment, outcome, value, baseline, num_samples=num_samples)
+
+    def nde(
+        self,
+        key: Array,
+        treatment: str,
+        outcome: str,
+        value: Any,
+        baseline: Any,
+        *,
+        mediators: Iterable[str] | None = None,
+        num_samples: int = 10_000,
+    ) -> Estimate:
+        """Natural direct effect `E[Y(T=value, M(T=baseline))] - E[Y(T=baseline)]`.
+
+        `mediators` default to every node on a directed path from treatment to outcome.
+        """
+        mediators = self._mediators(treatment, outcome, mediators)
+        worlds = self.multi_world(
+            {
+                "control": {treatment: baseline},
+                "direct": {treatment: value, **{m: from_world("control", m) for m in mediators}},
+            },
+            key=key,
+            num_samples=num_samples,
+        )
+        return mean_and_stderr(worlds["direct"][outcome] - worlds["control"][outcome])
+
+    def nie(
+        self,
+        key: Array,
+        treatment: str,
+        outcome: str,
+        value: Any,
+        baseline: Any,
+        *,
+        mediators: Iterable[str] | None = None,
+        num_samples: int = 10_000,
+    ) -> Estimate:
+        """Natural indirect effect `E[Y(T=baseline, M(T=value))] - E[Y(T=baseline)]`."""
+        mediators = self._mediators(treatment, outcome, mediators)
+        worlds = self.multi_world(
+            {
+                "control": {treatment: baseline},
+                "treated": {treatment: value},
+                "indirect": {
+                    treatment: baseline,
+                    **{m: from_world("treated", m) for m in mediators},
+                },
+            },
+            key=key,
+            num_samples=num_samples,
+        )
+        return mean_and_stderr(worlds["indirect"][outcome] - worlds["control"][outcome])
+
+    def cate(
+        self,
+        key: Array,
+        treatment: str,
+        outcome: str,
+        value: Any,
+        baseline: Any,
+        given: Mapping[str, Any],
+        *,
+        num_samples: int = 10_000,
+    ) -> Estimate:
+        """Conditional average treatment effect `E[Y_value - Y_baseline | given]`.
+
+        `given` maps nodes to observed values: scalars (one condition) or arrays `(G,)` (one
+        estimate per condition). It must be closed under parents (every parent of a given node
+        is given), so the noise posterior is exact: the given nodes' noise is abducted and
+        every other node's noise is drawn from its prior.
+        """
+        self._check_effect_nodes(treatment, outcome)
+        if not isinstance(given, Mapping) or not given:
+            raise ValueError("given: expected a non-empty dict node -> value")
+        check_known(given, self.nodes, "given")
+        for name in given:
+            missing = [p for p in self.mechanisms[name].parents if p not in given]
+            if missing:
+                raise ValueError(
+                    f"given: node {name!r} is conditioned on but its parent(s) {missing} are not; "
+                    f"condition on every parent too (exact abduction needs them)"
+                )
+        given = {n: jnp.asarray(v) for n, v in given.items()}
+        batched = {n: v.ndim > 0 for n, v in given.items()}
+        num_conditions = {int(v.shape[0]) for n, v in given.items() if batched[n]}
+        if len(num_conditions) > 1:
+            raise ValueError(f"given: arrays of conditions differ in length {num_conditions}")
+        for name, array in given.items():
+            self._check_support(name, np.atleast_1d(np.asarray(array)), f"given[{name!r}]")
+        self._check_do({treatment: value})
+        self._check_do({treatment: baseline})
+        _check_count(num_samples, "num_samples")
+        key = self._require_key(key, given, "cate")
+        arms = ({treatment: value}, {treatment: baseline})
+        if not num_conditions:
+            return _cate_jit(self, key, given, arms, outcome=outcome, num_samples=num_samples)
+        keys = jax.random.split(key, num_conditions.pop())
+        return jax.vmap(
+            lambda k, g: _cate_jit(self, k, g, arms, outcome=outcome, num_samples=num_samples)
+        )(keys, given)
+
+    def _check_effect_nodes(self, treatment: str, outcome: str) -> None:
+        check_known([treatment], self.nodes, "treatment")
+        check_known([outcome], self.nodes, "outcome")
+        if treatment == outcome:
+            raise ValueError(f"treatment and outcome must differ, both are {treatment!r}")
+
+    def _mediators(self, treatment: str, outcome: str, mediators) -> list[str]:
+        self._check_effect_nodes(treatment, outcome)
+        if mediators is None:
+            on_paths = self.graph.descendants(treatment) & self.graph.ancestors(outcome)
+            return [n for n in self.nodes if n in on_paths]
+        mediators = as_node_list(mediators, "mediators")
+        check_known(mediators, self.nodes, "mediators")
+        if treatment in mediators or outcome in mediators:
+            raise ValueError("mediators: must not contain the treatment or the outcome")
+        return mediators
+
+    # ------------------------------------------------------------------------------------------
+    # numpyro interop and learning.
+
+    def to_numpyro(self, *, learn: Iterable[str] = (), priors: Mapping[str, Any] | None = None):
+        """The SCM as a numpyro model `model(data=None, num_units=None)`.
+
+        Every node is a sample site named after it (observed where `data` has it), so numpyro's
+        `condition`, `do`, `SVI` and `MCMC` apply. Parameters of nodes in `learn` become
+        `numpyro.param` sites named `"node.parameter"`; nodes in `priors` get Bayesian
+        parameters (see `causalvision.scm.interop`).
+        """
+        from causalvision.scm.interop import numpyro_model
+
+        return numpyro_model(self, learn=learn, priors=priors)
+
+    def fit(self, data: Mapping[str, Array], **settings: Any):
+        """Learn mechanism parameters from data; see `causalvision.scm.interop.fit`."""
+        from causalvision.scm.interop import fit
+
+        return fit(self, data, **settings)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure kernels, jit-compiled once per SCM structure.
+
+
+def _check_count(n: Any, argument: str) -> None:
+    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{argument}: expected a positive int, got {n!r}")
+
+
+def _split_do(do: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, Callable], ...]]:
+    """Separate traced intervention values from shift functions (static under jit)."""
+    shifts = tuple((n, v) for n, v in do.items() if callable(v))
+    constants = {n: v for n, v in do.items() if not callable(v)}
+    return constants, shifts
+
+
+def _world_order(worlds: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """Worlds sorted so that every world comes after those it takes values from."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise ValueError(f"worlds: circular from_world references through {name!r}")
+        visiting.add(name)
+        for ref in worlds[name].values():
+            if isinstance(ref, WorldRef):
+                if ref.world not in worlds:
+                    raise ValueError(
+                        f"worlds[{name!r}]: from_world refers to unknown world {ref.world!r}"
+                    )
+                visit(ref.world)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in worlds:
+        visit(name)
+    return tuple(order)
+
+
+def _run_worlds(scm, noise, worlds, order, fixed) -> dict[str, Values]:
+    results: dict[str, Values] = {}
+    for name in order:
+        do = {
+            n: results[v.world][v.node] if isinstance(v, WorldRef) else v
+            for n, v in worlds[name].items()
+        }
+        results[name] = scm.propagate(noise, do, fixed=fixed)
+    return results
+
+
+def _static_worlds(worlds):
+    """Split worlds into (traced constants, static structure) for jit."""
+    constants = {w: {n: v for n, v in do.items() if not (callable(v) or isinstance(v, WorldRef))}
+                 for w, do in worlds.items()}  # fmt: skip
+    static = tuple(
+        (w, tuple((n, v) for n, v in do.items() if callable(v) or isinstance(v, WorldRef)))
+        for w, do in worlds.items()
+    )
+    return constants, static
+
+
+def _merge_worlds(constants, static):
+    return {w: {**constants[w], **dict(refs)} for w, refs in static}
+
+
+@jax.jit(static_argnames=("num_samples", "shifts"))
+def _sample_jit(scm, key, constants, *, num_samples, shifts):
+    noise = scm.sample_noise(key, num_samples)
+    return scm.propagate(noise, {**constants, **dict(shifts)})
+
+
+@jax.jit
+def _log_prob_jit(scm, values):
+    total = jnp.zeros(next(iter(values.values())).shape[:1], jnp.float32)
+    for name, mech in scm.items():
+        parents = {p: values[p] for p in mech.parents}
+        total = total + mech.log_prob(values[name], parents)
+    return total
+
+
+@jax.jit(static_argnames=("static", "order", "num_units"))
+def _prior_worlds_impl(scm, key, constants, *, static, order, num_units):
+    worlds = _merge_worlds(constants, static)
+    noise = scm.sample_noise(key, num_units)
+    factual = scm.propagate(noise)
+    return {"factual": factual, **_run_worlds(scm, noise, worlds, order, fixed={})}
+
+
+def _prior_worlds_jit(scm, key, worlds, *, order, num_units):
+    constants, static = _static_worlds(worlds)
+    return _prior_worlds_impl(scm, key, constants, static=static, order=order, num_units=num_units)
+
+
+@jax.jit(static_argnames=("static", "order", "to_abduct", "num_samples"))
+def _posterior_worlds_impl(scm, factual, key, constants, *, static, order, to_abduct, num_samples):
+    worlds = _merge_worlds(constants, static)
+    noise = scm.abduct(factual, key, nodes=to_abduct, num_samples=num_samples)
+    unreached = {n: v for n, v in factual.items() if n not in to_abduct}
+
+    def run(noise):
+        return {"factual": factual, **_run_worlds(scm, noise, worlds, order, fixed=unreached)}
+
+    if num_samples is None:
+        return run(noise)
+    return jax.vmap(run)(noise)
+
+
+def _posterior_worlds_jit(scm, factual, key, worlds, *, order, to_abduct, num_samples):
+    constants, static = _static_worlds(worlds)
+    return _posterior_worlds_impl(
+        scm, factual, key, constants,
+        static=static, order=order, to_abduct=to_abduct, num_samples=num_samples,
+    )  # fmt: skip
+
+
+@jax.jit(static_argnames=("outcome", "num_samples"))
+def _cate_jit(scm, key, given, arms, *, outcome, num_samples):
+    key_prior, key_post = jax.random.split(key)
+    units = {n: jnp.broadcast_to(v, (num_samples, *v.shape)) for n, v in given.items()}
+    noise = scm.sample_noise(key_prior, num_samples)
+    noise.update(scm.abduct(units, key_post, nodes=tuple(given)))
+    treated, control = (scm.propagate(noise, do) for do in arms)
+    return mean_and_stderr(treated[outcome] - control[outcome])

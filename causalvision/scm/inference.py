@@ -1,0 +1,62 @@
+"""Abduction by posterior inference, for mechanisms whose noise cannot be solved for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import jax
+import optax
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+from numpyro.infer.autoguide import AutoNormal
+from numpyro.optim import optax_to_numpyro
+
+if TYPE_CHECKING:
+    from causalvision.scm.mechanisms import Inference
+
+
+def lenient_promotion():
+    """Standard dtype promotion for third-party numerics (optax, numpyro inference).
+
+    causalvision is written for `jax_numpy_dtype_promotion="strict"`; optax's Adam and
+    numpyro's samplers mix int step counters with floats, so they run under this context.
+    """
+    return jax.numpy_dtype_promotion("standard")
+
+
+def posterior_noise(
+    conditioned_model: Callable[[], None],
+    key: jax.Array,
+    num_samples: int | None,
+    settings: Inference,
+) -> dict[str, jax.Array]:
+    """Draw the latent sites of `conditioned_model` from their posterior.
+
+    Returns one draw per site, `(N, ...)`, or `num_samples` draws `(S, N, ...)`. Units are
+    independent given their parents, so one joint run over the unit plate infers them all.
+    """
+    key_fit, key_draw = jax.random.split(key)
+    sample_shape = () if num_samples is None else (num_samples,)
+    if settings.method == "svi":
+        guide = AutoNormal(conditioned_model, init_scale=0.05)
+        svi = SVI(
+            conditioned_model,
+            guide,
+            optax_to_numpyro(optax.adam(settings.learning_rate)),
+            Trace_ELBO(),
+        )
+        with lenient_promotion():
+            result = svi.run(key_fit, settings.num_steps, progress_bar=False)
+        return guide.sample_posterior(key_draw, result.params, sample_shape=sample_shape)
+    mcmc = MCMC(
+        NUTS(conditioned_model),
+        num_warmup=settings.num_warmup,
+        num_samples=1 if num_samples is None else num_samples,
+        progress_bar=False,
+    )
+    with lenient_promotion():
+        mcmc.run(key_fit)
+    samples = mcmc.get_samples()
+    if num_samples is None:
+        return jax.tree.map(lambda s: s[-1], samples)
+    return samples

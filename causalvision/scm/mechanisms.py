@@ -1,0 +1,536 @@
+"""Mechanisms: the structural equation `x = f(u, pa(x))` of one SCM node.
+
+Every mechanism implements the same small protocol (see DESIGN.md), so the SCM engine never
+knows which kind it drives:
+
+- `sample_noise(key, num_units) -> u`: exogenous noise from its prior;
+- `predict(u, parents) -> x`: push noise through the structural equation;
+- `abduct(x, parents, key, num_samples=None) -> u`: noise consistent with an observed value
+  (exact for invertible mechanisms, a posterior draw otherwise);
+- `distribution(parents)`: the conditional `p(x | parents)` as a numpyro distribution, where
+  it is tractable (used by `log_prob`, `SCM.to_numpyro` and `SCM.fit`);
+- `parameters()` / `with_parameters(values)`: the learnable arrays with their supports.
+
+Node values carry a leading unit axis: a scalar node is `(N,)`, an image node `(N, H, W, C)`.
+Mechanisms are frozen dataclasses registered as pytrees, so an SCM passes through `jax.jit`
+and `jax.vmap` and refitting parameters does not recompile queries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Self
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import AffineTransform
+
+Array = jax.Array
+Noise = Any  # a pytree of arrays with a leading unit axis
+Parents = Mapping[str, Array]
+
+__all__ = [
+    "AdditiveNoise",
+    "Categorical",
+    "LinearGaussian",
+    "Mechanism",
+    "NumpyroMechanism",
+    "Root",
+]
+
+
+def _pytree_dataclass(cls: type) -> type:
+    """Freeze `cls` as a dataclass and register it as a pytree.
+
+    Fields named in `cls._static_fields` are part of the tree structure (hashable
+    configuration); all others are children.
+    """
+    cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    static = [n for n in names if n in cls._static_fields]
+    dynamic = [n for n in names if n not in cls._static_fields]
+
+    def flatten(obj):
+        return [getattr(obj, n) for n in dynamic], tuple(getattr(obj, n) for n in static)
+
+    def unflatten(aux, children):
+        obj = object.__new__(cls)
+        for n, v in zip(dynamic, children, strict=True):
+            object.__setattr__(obj, n, v)
+        for n, v in zip(static, aux, strict=True):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    jax.tree_util.register_pytree_node(cls, flatten, unflatten)
+    return cls
+
+
+class Mechanism:
+    """Base class of all mechanisms: the protocol plus shared defaults.
+
+    Subclasses set `parents` (a tuple of node names) and implement `sample_noise`,
+    `predict` and `abduct`; `distribution` where the conditional density is tractable.
+    """
+
+    parents: tuple[str, ...]
+    _static_fields: ClassVar[tuple[str, ...]] = ("parents",)
+    #: True when `abduct` recovers the noise exactly and deterministically.
+    exact_abduction: ClassVar[bool] = True
+
+    def sample_noise(self, key: Array, num_units: int) -> Noise:
+        raise NotImplementedError
+
+    def predict(self, noise: Noise, parents: Parents) -> Array:
+        raise NotImplementedError
+
+    def abduct(
+        self,
+        value: Array,
+        parents: Parents,
+        key: Array | None = None,
+        num_samples: int | None = None,
+    ) -> Noise:
+        raise NotImplementedError
+
+    def distribution(self, parents: Parents, num_units: int) -> dist.Distribution:
+        """`p(x | parents)` with batch shape `(num_units,)`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no tractable density; use inference-based queries"
+        )
+
+    def sample(self, key: Array, parents: Parents, num_units: int) -> Array:
+        """Draw `x ~ p(x | parents)`: `predict(sample_noise(key, N), parents)`."""
+        return self.predict(self.sample_noise(key, num_units), parents)
+
+    def log_prob(self, value: Array, parents: Parents) -> Array:
+        """`log p(x | parents)` per unit, shape `(N,)`."""
+        return self.distribution(parents, value.shape[0]).log_prob(value)
+
+    def in_support(self, value: np.ndarray) -> np.ndarray:
+        """Boolean mask, per unit, of values this node can take (checked on concrete data)."""
+        return np.ones(value.shape[:1], dtype=bool)
+
+    def parameters(self) -> dict[str, tuple[Array, constraints.Constraint]]:
+        """Learnable arrays by name, each with the constraint that defines its support."""
+        return {}
+
+    def with_parameters(self, values: Mapping[str, Array]) -> Self:
+        """A copy with the named parameters replaced (names as in `parameters()`)."""
+        if values:
+            raise ValueError(f"{type(self).__name__} has no parameters {sorted(values)}")
+        return self
+
+    # Helpers for subclasses -------------------------------------------------------------
+
+    @staticmethod
+    def _broadcast_noise(noise: Noise, num_samples: int | None) -> Noise:
+        if num_samples is None:
+            return noise
+        return jax.tree.map(lambda u: jnp.broadcast_to(u, (num_samples, *u.shape)), noise)
+
+
+def _stack_parents(parents: Parents, names: tuple[str, ...], num_units: int) -> Array:
+    """Concatenate parent values into a float matrix `(N, P)` (each parent flattened)."""
+    if not names:
+        return jnp.zeros((num_units, 0), dtype=jnp.float32)
+    columns = [jnp.reshape(parents[n], (parents[n].shape[0], -1)) for n in names]
+    return jnp.concatenate([c.astype(jnp.float32) for c in columns], axis=1)
+
+
+def _num_units(parents: Parents, noise: Noise) -> int:
+    leaves = jax.tree.leaves(noise)
+    return leaves[0].shape[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Root: x = u, u ~ any numpyro distribution.
+
+
+@_pytree_dataclass
+class Root(Mechanism):
+    """A node without parents whose value is its own noise: `x ~ distribution`.
+
+    Args:
+      distribution: any numpyro distribution with empty batch shape; its event shape is the
+        node's per-unit shape.
+    """
+
+    distribution_: dist.Distribution
+    parents: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.distribution_, dist.Distribution):
+            raise TypeError(
+                f"Root: expected a numpyro distribution, got {type(self.distribution_).__name__}"
+            )
+        if self.distribution_.batch_shape:
+            raise ValueError(
+                f"Root: the distribution must have an empty batch shape (one value per unit), "
+                f"got batch shape {self.distribution_.batch_shape}"
+            )
+
+    def sample_noise(self, key, num_units):
+        return self.distribution_.sample(key, (num_units,))
+
+    def predict(self, noise, parents):
+        return noise
+
+    def abduct(self, value, parents, key=None, num_samples=None):
+        return self._broadcast_noise(value, num_samples)
+
+    def distribution(self, parents, num_units):
+        return self.distribution_.expand((num_units,))
+
+    def in_support(self, value):
+        ok = np.asarray(self.distribution_.support(jnp.asarray(value)))
+        event_dims = self.distribution_.support.event_dim
+        return ok if event_dims or ok.ndim <= 1 else ok.reshape(ok.shape[0], -1).all(axis=1)
+
+    def parameters(self):
+        d = self.distribution_
+        return {
+            name: (jnp.asarray(d.__dict__[name]), c)
+            for name, c in d.arg_constraints.items()
+            if d.__dict__.get(name) is not None
+        }
+
+    def with_parameters(self, values):
+        unknown = set(values) - set(self.parameters())
+        if unknown:
+            raise ValueError(f"Root: unknown parameter(s) {sorted(unknown)}")
+        args = {name: value for name, (value, _) in self.parameters().items()}
+        args.update(values)
+        return dataclasses.replace(self, distribution_=type(self.distribution_)(**args))
+
+
+# ---------------------------------------------------------------------------------------------
+# Additive-noise mechanisms: x = f(pa) + u.
+
+
+@_pytree_dataclass
+class AdditiveNoise(Mechanism):
+    """`x = fn(parents) + u` with `u ~ noise`: exact abduction `u = x - fn(parents)`.
+
+    Args:
+      parents: parent node names, in the order their values are concatenated.
+      fn: maps the parents, concatenated into a float matrix `(N, P)`, to the location `(N,)`.
+        A Flax NNX module (its `nnx.Param`s are learnable) or any pure function.
+      noise: the noise distribution (a numpyro distribution, scalar, empty batch shape).
+    """
+
+    parents: tuple[str, ...]
+    fn: Callable[[Array], Array]
+    noise: dist.Distribution = dataclasses.field(default_factory=lambda: dist.Normal(0.0, 1.0))
+
+    def __post_init__(self):
+        object.__setattr__(self, "parents", tuple(self.parents))
+        # A plain function is not a pytree; `Partial` makes it one with no leaves.
+        if jax.tree.leaves(self.fn) == [self.fn]:
+            object.__setattr__(self, "fn", jax.tree_util.Partial(self.fn))
+
+    def location(self, parents: Parents, num_units: int) -> Array:
+        loc = self.fn(_stack_parents(parents, self.parents, num_units))
+        return jnp.reshape(loc, (num_units,))
+
+    def sample_noise(self, key, num_units):
+        return self.noise.sample(key, (num_units,))
+
+    def predict(self, noise, parents):
+        return self.location(parents, noise.shape[0]) + noise
+
+    def abduct(self, value, parents, key=None, num_samples=None):
+        return self._broadcast_noise(value - self.location(parents, value.shape[0]), num_samples)
+
+    def distribution(self, parents, num_units):
+        shift = AffineTransform(self.location(parents, num_units), jnp.ones((), jnp.float32))
+        return dist.TransformedDistribution(self.noise.expand((num_units,)), shift)
+
+    def parameters(self):
+        params = {f"noise.{k}": v for k, v in Root(self.noise).parameters().items()}
+        for path, leaf in jax.tree_util.tree_flatten_with_path(self.fn)[0]:
+            if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+                params["fn" + jax.tree_util.keystr(path)] = (leaf, constraints.real)
+        return params
+
+    def with_parameters(self, values):
+        unknown = set(values) - set(self.parameters())
+        if unknown:
+            raise ValueError(f"AdditiveNoise: unknown parameter(s) {sorted(unknown)}")
+        noise_values = {k.removeprefix("noise."): v for k, v in values.items() if k[:6] == "noise."}
+        noise = Root(self.noise).with_parameters(noise_values).distribution_
+        paths, treedef = jax.tree_util.tree_flatten_with_path(self.fn)
+        leaves = [values.get("fn" + jax.tree_util.keystr(p), leaf) for p, leaf in paths]
+        return dataclasses.replace(self, fn=jax.tree.unflatten(treedef, leaves), noise=noise)
+
+
+@_pytree_dataclass
+class LinearGaussian(Mechanism):
+    """`x = bias + Σ_p weights[p] * p + scale * ε`, `ε ~ N(0, 1)`, for scalar parents.
+
+    Args:
+      parents: parent node names.
+      weights: one coefficient per parent, in the order of `parents`, shape `(P,)`.
+      bias: intercept. scale: standard deviation of the noise (> 0).
+    The exogenous noise is `ε` (standardised), so abduction is `(x - mean) / scale`.
+    """
+
+    parents: tuple[str, ...]
+    weights: Array
+    bias: Array = 0.0
+    scale: Array = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "parents", tuple(self.parents))
+        weights = jnp.asarray(self.weights, dtype=jnp.float32)
+        if weights.shape != (len(self.parents),):
+            raise ValueError(
+                f"LinearGaussian: weights must have shape ({len(self.parents)},), one per parent "
+                f"{self.parents}, got {weights.shape}"
+            )
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "bias", jnp.asarray(self.bias, dtype=jnp.float32))
+        object.__setattr__(self, "scale", jnp.asarray(self.scale, dtype=jnp.float32))
+
+    def mean(self, parents: Parents, num_units: int) -> Array:
+        return _stack_parents(parents, self.parents, num_units) @ self.weights + self.bias
+
+    def sample_noise(self, key, num_units):
+        return jax.random.normal(key, (num_units,), dtype=jnp.float32)
+
+    def predict(self, noise, parents):
+        return self.mean(parents, noise.shape[0]) + self.scale * noise
+
+    def abduct(self, value, parents, key=None, num_samples=None):
+        noise = (value - self.mean(parents, value.shape[0])) / self.scale
+        return self._broadcast_noise(noise, num_samples)
+
+    def distribution(self, parents, num_units):
+        return dist.Normal(self.mean(parents, num_units), self.scale)
+
+    def parameters(self):
+        return {
+            "weights": (self.weights, constraints.real),
+            "bias": (self.bias, constraints.real),
+            "scale": (self.scale, constraints.positive),
+        }
+
+    def with_parameters(self, values):
+        unknown = set(values) - {"weights", "bias", "scale"}
+        if unknown:
+            raise ValueError(f"LinearGaussian: unknown parameter(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Categorical: Gumbel-max over a conditional probability table.
+
+
+def _truncated_gumbel(key: Array, location: Array, upper: Array) -> Array:
+    """Gumbel(location) samples conditioned to be <= `upper` (inverse-CDF trick)."""
+    g = location + jax.random.gumbel(key, location.shape, dtype=location.dtype)
+    return -jnp.logaddexp(-upper, -g)
+
+
+@_pytree_dataclass
+class Categorical(Mechanism):
+    """A discrete node given by a conditional probability table, with Gumbel-max noise.
+
+    `x = argmax_k (logits[pa][k] + g_k)`, `g_k ~ Gumbel(0, 1)` i.i.d., which samples exactly
+    `p(x | pa) = softmax(logits[pa])` and gives counterfactuals over discrete variables the
+    counterfactual stability of Oberst & Sontag (2019). Abduction draws the Gumbels from their
+    posterior given the observed argmax (top-down truncated-Gumbel sampling).
+
+    Args:
+      parents: discrete parent nodes; `table` is indexed by their values in this order.
+      table: probabilities, shape `(*parent_cardinalities, K)`, each row summing to 1;
+        or pass `logits` of the same shape instead.
+    """
+
+    parents: tuple[str, ...]
+    logits: Array
+    exact_abduction: ClassVar[bool] = False
+
+    def __init__(self, parents: Iterable[str], table: Any = None, *, logits: Any = None):
+        parents = tuple(parents)
+        if (table is None) == (logits is None):
+            raise ValueError("Categorical: pass exactly one of `table` (probabilities) or `logits`")
+        if table is not None:
+            table = np.asarray(table, dtype=np.float64)
+            if (table < 0).any() or not np.allclose(table.sum(-1), 1.0, atol=1e-5):
+                raise ValueError(
+                    "Categorical: `table` must hold probabilities >= 0 whose last axis sums to 1; "
+                    f"row sums are {np.round(table.sum(-1), 6).tolist()}"
+                )
+            with np.errstate(divide="ignore"):
+                logits = np.log(table)
+        logits = jnp.asarray(logits, dtype=jnp.float32)
+        if logits.ndim != len(parents) + 1:
+            raise ValueError(
+                f"Categorical: the table needs one axis per parent {parents} plus one for the "
+                f"categories, i.e. {len(parents) + 1} axes; got shape {logits.shape}"
+            )
+        object.__setattr__(self, "parents", parents)
+        object.__setattr__(self, "logits", logits)
+
+    @property
+    def num_categories(self) -> int:
+        return self.logits.shape[-1]
+
+    def row_logits(self, parents: Parents, num_units: int) -> Array:
+        """Logits of `p(x | pa)` for every unit, `(N, K)`."""
+        if not self.parents:
+            return jnp.broadcast_to(self.logits, (num_units, self.num_categories))
+        index = tuple(jnp.asarray(parents[p]).astype(jnp.int32) for p in self.parents)
+        return self.logits[index]
+
+    def sample_noise(self, key, num_units):
+        return jax.random.gumbel(key, (num_units, self.num_categories), dtype=jnp.float32)
+
+    def predict(self, noise, parents):
+        return jnp.argmax(self.row_logits(parents, noise.shape[0]) + noise, axis=-1).astype(
+            jnp.int32
+        )
+
+    def abduct(self, value, parents, key=None, num_samples=None):
+        if key is None:
+            raise ValueError(
+                "Categorical.abduct: Gumbel noise is only known up to its posterior; pass `key`"
+            )
+        logits = self.row_logits(parents, value.shape[0])
+        value = value.astype(jnp.int32)
+
+        def draw(key):
+            key_max, key_rest = jax.random.split(key)
+            # The maximum of the perturbed logits is Gumbel(logsumexp) and sits at `value`;
+            # every other perturbed logit is a Gumbel truncated below that maximum.
+            top = jax.nn.logsumexp(logits, axis=-1, keepdims=True)
+            top = top + jax.random.gumbel(key_max, top.shape, dtype=jnp.float32)
+            rest = _truncated_gumbel(key_rest, logits, top)
+            is_value = jax.nn.one_hot(value, self.num_categories, dtype=jnp.bool_)
+            return jnp.where(is_value, top, rest) - logits
+
+        if num_samples is None:
+            return draw(key)
+        return jax.vmap(draw)(jax.random.split(key, num_samples))
+
+    def distribution(self, parents, num_units):
+        return dist.Categorical(logits=self.row_logits(parents, num_units))
+
+    def in_support(self, value):
+        value = np.asarray(value)
+        integral = np.equal(np.mod(value, 1), 0)
+        return integral & (value >= 0) & (value < self.num_categories)
+
+    def parameters(self):
+        return {"logits": (self.logits, constraints.real)}
+
+    def with_parameters(self, values):
+        unknown = set(values) - {"logits"}
+        if unknown:
+            raise ValueError(f"Categorical: unknown parameter(s) {sorted(unknown)}")
+        return Categorical(self.parents, logits=values.get("logits", self.logits))
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic mechanism: any numpyro sub-model; abduction by posterior inference.
+
+
+@dataclasses.dataclass(frozen=True)
+class Inference:
+    """Settings of abduction by inference (`NumpyroMechanism`).
+
+    Args:
+      method: "svi" (mean-field Normal guide, fast, approximate) or "nuts" (exact in the
+        limit, slower).
+      num_steps, learning_rate: SVI optimisation.
+      num_warmup: NUTS warm-up; posterior draws come from the chain that follows it.
+      obs_scale: the standard deviation of the Gaussian kernel that softly conditions the
+        deterministic output on the observed value (smaller is more exact, harder to fit).
+    """
+
+    method: str = "svi"
+    num_steps: int = 2000
+    learning_rate: float = 0.02
+    num_warmup: int = 500
+    obs_scale: float = 0.01
+
+    def __post_init__(self):
+        if self.method not in ("svi", "nuts"):
+            raise ValueError(f"Inference.method: expected 'svi' or 'nuts', got {self.method!r}")
+        for name in ("num_steps", "num_warmup"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Inference.{name}: expected >= 1, got {getattr(self, name)}")
+        if not self.obs_scale > 0:
+            raise ValueError(f"Inference.obs_scale: expected > 0, got {self.obs_scale}")
+
+
+@_pytree_dataclass
+class NumpyroMechanism(Mechanism):
+    """A node defined by a numpyro sub-model; its noise is every latent sample site.
+
+    `model(**parents)` samples its exogenous noise with `numpyro.sample` (whose priors must
+    not depend on the parents) and returns the node value. It is written for one unit with
+    elementwise operations and runs under a plate over units. Abduction conditions the
+    output on the observed value with a Gaussian kernel of width `inference.obs_scale` and
+    infers the noise posterior by SVI or NUTS, once for all units, in one jitted program.
+
+    Example:
+      def model(x):
+          u = numpyro.sample("u", dist.Normal(0.0, 1.0))
+          return jnp.tanh(x) + u ** 3
+      NumpyroMechanism(("x",), model)
+    """
+
+    parents: tuple[str, ...]
+    model: Callable[..., Array]
+    inference: Inference = Inference()
+    _static_fields: ClassVar[tuple[str, ...]] = ("parents", "model", "inference")
+    exact_abduction: ClassVar[bool] = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "parents", tuple(self.parents))
+        if not callable(self.model):
+            raise TypeError(f"NumpyroMechanism: `model` must be callable, got {self.model!r}")
+
+    def _run(self, parents: Parents, num_units: int) -> Array:
+        with numpyro.plate("units", num_units, dim=-1):
+            return self.model(**{p: parents[p] for p in self.parents})
+
+    def sample_noise(self, key, num_units):
+        dummy = {p: jnp.zeros((num_units,), jnp.float32) for p in self.parents}
+        trace = numpyro.handlers.trace(numpyro.handlers.seed(self._run, key)).get_trace(
+            dummy, num_units
+        )
+        return {
+            name: site["value"]
+            for name, site in trace.items()
+            if site["type"] == "sample" and not site["is_observed"]
+        }
+
+    def predict(self, noise, parents):
+        num_units = _num_units(parents, noise)
+        # `seed` only guards against a site missing from `noise`, which would be an error.
+        substituted = numpyro.handlers.substitute(self._run, data=noise)
+        return numpyro.handlers.seed(substituted, jax.random.key(0))(parents, num_units)
+
+    def _conditioned(self, value: Array, parents: Parents) -> Callable[[], None]:
+        num_units = value.shape[0]
+
+        def model():
+            out = self._run(parents, num_units)
+            with numpyro.plate("units", num_units, dim=-1):
+                numpyro.sample("_observed", dist.Normal(out, self.inference.obs_scale), obs=value)
+
+        return model
+
+    def abduct(self, value, parents, key=None, num_samples=None):
+        if key is None:
+            raise ValueError("NumpyroMechanism.abduct: inference needs a PRNG `key`")
+        from causalvision.scm.inference import posterior_noise
+
+        return posterior_noise(self._conditioned(value, parents), key, num_samples, self.inference)
