@@ -227,7 +227,6 @@ class SCM:
     def log_prob(self, values: Mapping[str, Array]) -> Array:
         """Joint log density of fully observed units, `(N,)` (mechanisms with a density)."""
         values, _ = self._check_values(values, "values")
-        check_data(values, self.nodes, "values")
         return _log_prob_jit(self, values)
 
     # ------------------------------------------------------------------------------------------
@@ -300,7 +299,6 @@ class SCM:
             _check_count(num_samples, "num_samples")
             return _prior_worlds_jit(self, key, worlds, order=order, num_units=num_samples)
         factual, _ = self._check_values(factual, "factual")
-        check_data(factual, self.nodes, "factual")
         if num_samples is not None:
             _check_count(num_samples, "num_samples")
         reached = set(self.graph.descendants(intervened)) | intervened if intervened else set()

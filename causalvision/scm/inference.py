@@ -11,17 +11,10 @@ from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.optim import optax_to_numpyro
 
+from causalvision.scm._compat import lenient_promotion
+
 if TYPE_CHECKING:
     from causalvision.scm.mechanisms import Inference
-
-
-def lenient_promotion():
-    """Standard dtype promotion for third-party numerics (optax, numpyro inference).
-
-    causalvision is written for `jax_numpy_dtype_promotion="strict"`; optax's Adam and
-    numpyro's samplers mix int step counters with floats, so they run under this context.
-    """
-    return jax.numpy_dtype_promotion("standard")
 
 
 def posterior_noise(

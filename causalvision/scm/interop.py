@@ -22,8 +22,8 @@ from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.optim import optax_to_numpyro
 
+from causalvision.scm._compat import lenient_promotion
 from causalvision.scm._validation import check_data, check_known
-from causalvision.scm.inference import lenient_promotion
 from causalvision.scm.mechanisms import NumpyroMechanism
 
 if TYPE_CHECKING:

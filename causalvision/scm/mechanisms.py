@@ -28,7 +28,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import AffineTransform
+
+from causalvision.scm._compat import lenient_promotion
 
 Array = jax.Array
 Noise = Any  # a pytree of arrays with a leading unit axis
@@ -109,7 +110,8 @@ class Mechanism:
 
     def log_prob(self, value: Array, parents: Parents) -> Array:
         """`log p(x | parents)` per unit, shape `(N,)`."""
-        return self.distribution(parents, value.shape[0]).log_prob(value)
+        with lenient_promotion():
+            return self.distribution(parents, value.shape[0]).log_prob(value)
 
     def in_support(self, value: np.ndarray) -> np.ndarray:
         """Boolean mask, per unit, of values this node can take (checked on concrete data)."""
@@ -175,7 +177,8 @@ class Root(Mechanism):
             )
 
     def sample_noise(self, key, num_units):
-        return self.distribution_.sample(key, (num_units,))
+        with lenient_promotion():
+            return self.distribution_.sample(key, (num_units,))
 
     def predict(self, noise, parents):
         return noise
@@ -187,7 +190,8 @@ class Root(Mechanism):
         return self.distribution_.expand((num_units,))
 
     def in_support(self, value):
-        ok = np.asarray(self.distribution_.support(jnp.asarray(value)))
+        with lenient_promotion():
+            ok = np.asarray(self.distribution_.support(jnp.asarray(value)))
         event_dims = self.distribution_.support.event_dim
         return ok if event_dims or ok.ndim <= 1 else ok.reshape(ok.shape[0], -1).all(axis=1)
 
@@ -212,15 +216,41 @@ class Root(Mechanism):
 # Additive-noise mechanisms: x = f(pa) + u.
 
 
+class _Shifted(dist.Distribution):
+    """`loc + u`, `u ~ base`: the law of an additive-noise node given its parents.
+
+    numpyro's AffineTransform has no codomain for event-shaped domains, hence this small class.
+    """
+
+    arg_constraints: ClassVar[dict] = {}
+    pytree_data_fields = ("base", "loc")
+
+    def __init__(self, base: dist.Distribution, loc: Array):
+        self.base, self.loc = base, loc
+        super().__init__(base.batch_shape, base.event_shape)
+
+    @constraints.dependent_property(is_discrete=False)
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    def sample(self, key, sample_shape=()):
+        return self.loc + self.base.sample(key, sample_shape)
+
+    def log_prob(self, value):
+        return self.base.log_prob(value - self.loc)
+
+
 @_pytree_dataclass
 class AdditiveNoise(Mechanism):
     """`x = fn(parents) + u` with `u ~ noise`: exact abduction `u = x - fn(parents)`.
 
     Args:
       parents: parent node names, in the order their values are concatenated.
-      fn: maps the parents, concatenated into a float matrix `(N, P)`, to the location `(N,)`.
-        A Flax NNX module (its `nnx.Param`s are learnable) or any pure function.
-      noise: the noise distribution (a numpyro distribution, scalar, empty batch shape).
+      fn: maps the parents, concatenated into a float matrix `(N, P)`, to the location
+        `(N, *event_shape)`. A Flax NNX module (its `nnx.Param`s are learnable) or any pure
+        function.
+      noise: the noise distribution (a numpyro distribution with empty batch shape); its event
+        shape is the node's per-unit shape, e.g. `dist.Normal(jnp.zeros(3), 1.0).to_event(1)`.
     """
 
     parents: tuple[str, ...]
@@ -235,10 +265,11 @@ class AdditiveNoise(Mechanism):
 
     def location(self, parents: Parents, num_units: int) -> Array:
         loc = self.fn(_stack_parents(parents, self.parents, num_units))
-        return jnp.reshape(loc, (num_units,))
+        return jnp.reshape(loc, (num_units, *self.noise.event_shape))
 
     def sample_noise(self, key, num_units):
-        return self.noise.sample(key, (num_units,))
+        with lenient_promotion():
+            return self.noise.sample(key, (num_units,))
 
     def predict(self, noise, parents):
         return self.location(parents, noise.shape[0]) + noise
@@ -247,8 +278,7 @@ class AdditiveNoise(Mechanism):
         return self._broadcast_noise(value - self.location(parents, value.shape[0]), num_samples)
 
     def distribution(self, parents, num_units):
-        shift = AffineTransform(self.location(parents, num_units), jnp.ones((), jnp.float32))
-        return dist.TransformedDistribution(self.noise.expand((num_units,)), shift)
+        return _Shifted(self.noise.expand((num_units,)), self.location(parents, num_units))
 
     def parameters(self):
         params = {f"noise.{k}": v for k, v in Root(self.noise).parameters().items()}
