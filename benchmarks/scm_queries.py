@@ -1,0 +1,507 @@
+"""Counterfactual queries: causalvision's SCM engine side by side with DoWhy and ChiRho.
+
+Two queries, each answered by every library that is installed:
+
+1. Exact counterfactuals (abduction-action-prediction) of every node under `do(T = 1)` for all
+   N units of a 3-node and of a 20-node linear-Gaussian SCM: compile time (first call minus
+   steady state), steady-state time (median of `--repeats` calls), units/s and the max abs
+   error against the closed form (float64 numpy). Peer: DoWhy's `gcm.counterfactual_samples`
+   on an `InvertibleStructuralCausalModel` of the same graph. DoWhy is fitted with `gcm.fit`
+   (not timed) and then given the true coefficients, so both libraries answer the query for
+   the same model and the error measures the query, not the fit.
+2. One inference-based twin-world query on the 3-node SCM (`--inference-n` units) whose Y
+   mechanism is a probabilistic program: Y's noise is a latent site, the observed Y is
+   conditioned through a Gaussian kernel of width 0.01 and the noise posterior is fitted by
+   SVI (mean-field Normal guide, Adam, lr 0.02, `--svi-steps` steps); X and M keep exact
+   abduction. causalvision: `SCM.twin_world` with a `NumpyroMechanism`, cold (with compile) and
+   warm. Peer: ChiRho's `TwinWorldCounterfactual` + `do` + `condition` with
+   `AutoSoftConditioning(scale=0.01)` on a Pyro model of the same SCM (M's noise shared across
+   worlds by ChiRho's transformed-distribution abduction), Pyro SVI with `AutoNormal` on the
+   conditioned model, then `Predictive` on the twin-world model. Error: mean |Y_cf - truth|.
+
+Run (peers live in their own venv, never in the test venv .venv):
+
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install torch==2.13.0          # first: the CPU wheel
+    .venv-bench/bin/pip install -e ".[bench]"          # causalvision + dowhy, chirho, pandas
+    .venv-bench/bin/python benchmarks/scm_queries.py
+
+Quick check without peers (they are then reported as not installed):
+
+    .venv/bin/python benchmarks/scm_queries.py --n 1000 --inference-n 100 --svi-steps 50 \
+        --repeats 2 --output /tmp/scm_queries.json
+
+Results are printed as a table and written as JSON (default
+`benchmarks/results/scm_queries.json`, with every timed call's duration). JAX runs on the CPU
+unless JAX_PLATFORMS says otherwise; thread settings are left at their defaults. Small timings
+(milliseconds) vary from process to process on a shared machine: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+if "JAX_PLATFORMS" not in os.environ:
+    jax.config.update("jax_platforms", "cpu")
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scm_queries.json"
+DO_VALUE = 1.0
+OBS_SCALE = 0.01
+LEARNING_RATE = 0.02
+GOAL_EXACT = 10.0  # causalvision units/s over DoWhy's
+GOAL_INFERENCE = 20.0  # ChiRho's time over causalvision's, at equal or better error
+
+
+# ----------------------------------------------------------------------------------------------
+# The linear-Gaussian SCMs, as weight matrices: W[j, i] is the weight of parent j in node i.
+
+
+class LinearSpec:
+    """A linear-Gaussian SCM `x_i = sum_j W[j, i] x_j + u_i`, `u_i ~ N(0, 1)`, nodes in order."""
+
+    def __init__(self, name: str, nodes: list[str], weights: np.ndarray, treatment: str):
+        self.name, self.nodes, self.weights, self.treatment = name, nodes, weights, treatment
+
+    def parents(self, i: int) -> list[int]:
+        return [int(j) for j in np.flatnonzero(self.weights[:, i])]
+
+    def truth(self, factual: dict[str, np.ndarray], value: float) -> dict[str, np.ndarray]:
+        """The exact counterfactual in float64: abduct u = x - W^T x, then propagate under do."""
+        x = np.stack([np.asarray(factual[n], np.float64) for n in self.nodes], axis=1)
+        noise = x - x @ self.weights
+        cf = np.empty_like(x)
+        t = self.nodes.index(self.treatment)
+        for i in range(len(self.nodes)):
+            cf[:, i] = value if i == t else cf @ self.weights[:, i] + noise[:, i]
+        return {n: cf[:, i] for i, n in enumerate(self.nodes)}
+
+
+def three_node() -> LinearSpec:
+    w = np.zeros((3, 3))
+    w[0, 1], w[0, 2], w[1, 2] = 0.8, 0.6, 1.5  # X -> M, X -> Y, M -> Y
+    return LinearSpec("3-node", ["X", "M", "Y"], w, "X")
+
+
+def random_dag(num_nodes: int = 20, seed: int = 20) -> LinearSpec:
+    """Two roots, then every node with 1-3 parents among earlier nodes, |weight| in [0.3, 1]."""
+    rng = np.random.default_rng(seed)
+    w = np.zeros((num_nodes, num_nodes))
+    for i in range(2, num_nodes):
+        k = int(rng.integers(1, min(3, i) + 1))
+        parents = rng.choice(i, size=k, replace=False)
+        w[parents, i] = rng.uniform(0.3, 1.0, k) * rng.choice([-1.0, 1.0], k)
+    nodes = [f"V{i:02d}" for i in range(num_nodes)]
+    reach = (np.linalg.matrix_power(np.eye(num_nodes) + (w != 0), num_nodes) > 0).sum(1)
+    return LinearSpec(f"{num_nodes}-node", nodes, w, nodes[int(np.argmax(reach))])
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers.
+
+
+def version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def python_path() -> str:
+    """The interpreter, relative to the repository when it lives there (a venv)."""
+    root = Path(__file__).resolve().parent.parent
+    executable = Path(sys.executable).absolute()
+    return str(executable.relative_to(root)) if executable.is_relative_to(root) else sys.executable
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - start, out
+
+
+def row(query: str, library: str, n: int, **fields: Any) -> dict[str, Any]:
+    base = {"compile_s": None, "time_s": None, "units_per_s": None, "error": None, "note": ""}
+    return {"query": query, "library": library, "n": n, **base, **fields}
+
+
+def missing(query: str, library: str, n: int, reason: str) -> dict[str, Any]:
+    return row(query, library, n, note=reason)
+
+
+# ----------------------------------------------------------------------------------------------
+# Query 1: exact counterfactuals.
+
+
+def causalvision_linear(spec: LinearSpec):
+    import numpyro.distributions as dist
+
+    from causalvision.scm import SCM, LinearGaussian, Root
+
+    mechanisms = {}
+    for i, name in enumerate(spec.nodes):
+        parents = spec.parents(i)
+        if parents:
+            weights = [float(spec.weights[j, i]) for j in parents]
+            mechanisms[name] = LinearGaussian([spec.nodes[j] for j in parents], weights=weights)
+        else:
+            mechanisms[name] = Root(dist.Normal(0.0, 1.0))
+    return SCM(mechanisms)
+
+
+def truth_differs(factual: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, nodes) mask of units whose counterfactual differs from their factual value."""
+    return np.stack([np.abs(truth[n] - factual[n]) > 1e-9 for n in truth], axis=1)
+
+
+def max_error(cf: dict[str, Any], truth: dict[str, np.ndarray]) -> float:
+    return max(float(np.max(np.abs(np.asarray(cf[n], np.float64) - t))) for n, t in truth.items())
+
+
+def bench_causalvision_exact(spec, scm, units, truth, repeats) -> dict[str, Any]:
+    query = f"exact cf, {spec.name}"
+    do = {spec.treatment: DO_VALUE}
+    first, cf = timed(lambda: scm.counterfactual(units, do=do))
+    times = [timed(lambda: scm.counterfactual(units, do=do))[0] for _ in range(repeats)]
+    steady = statistics.median(times)
+    n = len(truth[spec.treatment])
+    return row(
+        query, "causalvision", n,
+        compile_s=max(first - steady, 0.0), time_s=steady, units_per_s=n / steady,
+        error=max_error(cf, truth), note=f"do({spec.treatment}={DO_VALUE})",
+        first_call_s=first, times_s=times,
+    )  # fmt: skip
+
+
+def bench_dowhy_exact(spec, factual, truth, repeats) -> dict[str, Any]:
+    query, n = f"exact cf, {spec.name}", len(truth[spec.treatment])
+    try:
+        import networkx as nx
+        import pandas as pd
+        from dowhy import gcm
+        from dowhy.graph import get_ordered_predecessors
+    except ImportError as error:
+        return missing(query, "DoWhy", n, f"not installed (no module {error.name})")
+    gcm.config.disable_progress_bars()
+    graph = nx.DiGraph()
+    graph.add_nodes_from(spec.nodes)
+    for i, name in enumerate(spec.nodes):
+        graph.add_edges_from((spec.nodes[j], name) for j in spec.parents(i))
+    model = gcm.InvertibleStructuralCausalModel(graph)
+    for i, name in enumerate(spec.nodes):
+        if spec.parents(i):
+            model.set_causal_mechanism(
+                name, gcm.AdditiveNoiseModel(gcm.ml.create_linear_regressor())
+            )
+        else:
+            model.set_causal_mechanism(name, gcm.EmpiricalDistribution())
+    df = pd.DataFrame({name: np.asarray(factual[name], np.float64) for name in spec.nodes})
+    start = time.perf_counter()
+    gcm.fit(model, df)
+    fit_s = time.perf_counter() - start
+    # The true coefficients, in the parent order DoWhy uses, so the error measures the query.
+    for i, name in enumerate(spec.nodes):
+        if spec.parents(i):
+            regressor = model.causal_mechanism(name).prediction_model.sklearn_model
+            order = get_ordered_predecessors(model.graph, name)
+            regressor.coef_ = np.array([spec.weights[spec.nodes.index(p), i] for p in order])
+            regressor.intercept_ = 0.0
+
+    def query_fn():
+        return gcm.counterfactual_samples(
+            model, {spec.treatment: lambda x: DO_VALUE}, observed_data=df
+        )
+
+    first, cf = timed(query_fn)
+    times = [timed(query_fn)[0] for _ in range(repeats)]
+    steady = statistics.median(times)
+    return row(
+        query, "DoWhy", n,
+        time_s=steady, units_per_s=n / steady, error=max_error(cf, truth),
+        note=f"first call {first:.3f} s; gcm.fit {fit_s:.2f} s (untimed), true coefs",
+        first_call_s=first, fit_s=fit_s, times_s=times,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# Query 2: one inference-based twin-world query on the 3-node SCM.
+
+
+def bench_causalvision_inference(scm, factual, truth_y, svi_steps, repeats) -> list[dict]:
+    import numpyro
+    import numpyro.distributions as dist
+
+    from causalvision.scm import Inference, NumpyroMechanism
+
+    def y_model(X, M):
+        u = numpyro.sample("u", dist.Normal(0.0, 1.0))
+        return 0.6 * X + 1.5 * M + u
+
+    settings = Inference(
+        method="svi", num_steps=svi_steps, learning_rate=LEARNING_RATE, obs_scale=OBS_SCALE
+    )
+    inf = scm.replace(Y=NumpyroMechanism(["X", "M"], y_model, settings))
+
+    def query_fn(seed: int):
+        return inf.twin_world({"X": DO_VALUE}, factual=factual, key=jax.random.key(seed))
+
+    def error(worlds) -> float:
+        return float(np.mean(np.abs(np.asarray(worlds[1]["Y"], np.float64) - truth_y)))
+
+    cold, worlds = timed(lambda: query_fn(0))
+    cold_error = error(worlds)
+    runs = [timed(lambda seed=seed: query_fn(seed)) for seed in range(1, repeats + 1)]
+    warm = statistics.median(t for t, _ in runs)
+    warm_error = statistics.mean(error(w) for _, w in runs)
+    n, query = len(truth_y), "inference twin-world, 3-node"
+    note = f"SVI {svi_steps} steps; error over {repeats} seeds"
+    return [
+        row(query, "causalvision (cold)", n, compile_s=max(cold - warm, 0.0), time_s=cold,
+            units_per_s=n / cold, error=cold_error, note="first call, includes compile"),
+        row(query, "causalvision (warm)", n, time_s=warm, units_per_s=n / warm,
+            error=warm_error, note=note, times_s=[t for t, _ in runs]),
+    ]  # fmt: skip
+
+
+def bench_chirho_inference(factual, truth_y, svi_steps, repeats) -> dict[str, Any]:
+    n, query = len(truth_y), "inference twin-world, 3-node"
+    try:
+        import pyro
+        import pyro.distributions as pdist
+        import torch
+        from chirho.counterfactual.handlers import TwinWorldCounterfactual
+        from chirho.interventional.handlers import do
+        from chirho.observational.handlers import condition
+        from chirho.observational.handlers.soft_conditioning import AutoSoftConditioning
+        from pyro.distributions.transforms import AffineTransform
+    except ImportError as error:
+        return missing(query, "ChiRho", n, f"not installed (no module {error.name})")
+
+    data = {k: torch.tensor(np.asarray(factual[k], np.float32)) for k in ("X", "M", "Y")}
+    soft = AutoSoftConditioning(scale=OBS_SCALE)
+
+    def model():
+        with pyro.plate("units", n, dim=-1):
+            x = pyro.sample("X", pdist.Normal(0.0, 1.0))
+            # M as a transformed noise distribution: ChiRho abducts its noise exactly.
+            noise_m = pdist.Normal(torch.zeros(()), 1.0)
+            m = pyro.sample(
+                "M", pdist.TransformedDistribution(noise_m, [AffineTransform(0.8 * x, 1.0)])
+            )
+            u = pyro.sample("u_Y", pdist.Normal(0.0, 1.0))
+            return pyro.deterministic("Y", 0.6 * x + 1.5 * m + u, event_dim=0)
+
+    def conditioned():
+        with pyro.poutine.reparam(config=soft), condition(data=data):
+            return model()
+
+    def twin_world():
+        intervention = do(actions={"X": torch.tensor(DO_VALUE)})
+        with pyro.poutine.reparam(config=soft), TwinWorldCounterfactual(), intervention:
+            with condition(data=data):
+                return model()
+
+    def query_fn(seed: int) -> np.ndarray:
+        pyro.set_rng_seed(seed)
+        pyro.clear_param_store()
+        guide = pyro.infer.autoguide.AutoNormal(conditioned, init_scale=0.05)
+        optim = pyro.optim.Adam({"lr": LEARNING_RATE})
+        svi = pyro.infer.SVI(conditioned, guide, optim, pyro.infer.Trace_ELBO())
+        for _ in range(svi_steps):
+            svi.step()
+        predictive = pyro.infer.Predictive(
+            twin_world, guide=guide, num_samples=1, return_sites=["Y"]
+        )
+        worlds = predictive()["Y"].detach().reshape(2, n).numpy()  # (factual, counterfactual)
+        if not np.allclose(worlds[0], data["Y"].numpy()):
+            raise RuntimeError("ChiRho: the factual world does not reproduce the observed Y")
+        return worlds[1]
+
+    runs = [timed(lambda seed=seed: query_fn(seed)) for seed in range(repeats)]
+    time_s = statistics.median(t for t, _ in runs)
+    error = statistics.mean(float(np.mean(np.abs(y - truth_y))) for _, y in runs)
+    note = f"SVI {svi_steps} steps; error over {repeats} seeds"
+    return row(
+        query, "ChiRho", n, time_s=time_s, units_per_s=n / time_s, error=error, note=note,
+        times_s=[t for t, _ in runs],
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------
+# Report.
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "jax_platforms": os.environ.get("JAX_PLATFORMS", "cpu (set by the benchmark)"),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "cpu_affinity": sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    packages = ("causalvision", "jax", "jaxlib", "numpyro", "numpy")
+    peers = ("dowhy", "pandas", "scikit-learn", "chirho", "pyro-ppl", "torch")
+    info["versions"] = {p: version(p) or "not installed" for p in packages + peers}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch_interop_threads"] = torch.get_num_interop_threads()
+    except ImportError:
+        info["torch_threads"] = "not installed"
+    return info
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    # Ratio: how many times faster causalvision answers the query (peer time / cv time).
+    header = ("query", "library", "N", "compile s", "time s", "units/s", "error", "vs cv", "note")
+    lines = [header]
+    for r in rows:
+        ratio = r.get("causalvision_speedup")
+        lines.append((
+            r["query"], r["library"], str(r["n"]), fmt(r["compile_s"], ".3f"),
+            fmt(r["time_s"], ".4f"), fmt(r["units_per_s"], ".3g"), fmt(r["error"], ".2e"),
+            "-" if ratio is None else f"{ratio:.1f}x", r["note"],
+        ))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for k, line in enumerate(lines):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+        if k == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """`causalvision_speedup` = peer time / causalvision time (steady state, or warm)."""
+    reference = {}
+    for r in rows:
+        if r["library"] in ("causalvision", "causalvision (warm)"):
+            reference[r["query"]] = r["time_s"]
+    for r in rows:
+        ref = reference.get(r["query"])
+        if r["library"].startswith("causalvision") or ref is None or r["time_s"] is None:
+            r["causalvision_speedup"] = None
+        else:
+            r["causalvision_speedup"] = r["time_s"] / ref
+
+
+def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by = {(r["query"], r["library"]): r for r in rows}
+    out = []
+    for spec in ("3-node", "20-node"):
+        peer = by.get((f"exact cf, {spec}", "DoWhy"))
+        if peer and peer["causalvision_speedup"] is not None:
+            speedup = peer["causalvision_speedup"]
+            out.append({
+                "goal": f"exact {spec}: >= {GOAL_EXACT:g}x DoWhy's units/s",
+                "value": f"{speedup:.1f}x", "met": speedup >= GOAL_EXACT,
+            })  # fmt: skip
+    query = "inference twin-world, 3-node"
+    peer = by.get((query, "ChiRho"))
+    if peer and peer["time_s"] is not None:
+        for kind in ("warm", "cold"):
+            cv = by[(query, f"causalvision ({kind})")]
+            speedup = peer["time_s"] / cv["time_s"]
+            error_ok = cv["error"] <= peer["error"]
+            out.append({
+                "goal": f"inference ({kind}): >= {GOAL_INFERENCE:g}x faster than ChiRho "
+                        "at equal or better error",
+                "value": f"{speedup:.1f}x, error {cv['error']:.4f} vs ChiRho {peer['error']:.4f}",
+                "met": speedup >= GOAL_INFERENCE and error_ok,
+            })  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="units, exact query")
+    parser.add_argument("--inference-n", type=int, default=1000, help="units, inference query")
+    parser.add_argument("--svi-steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls after the first")
+    parser.add_argument("--skip-peers", action="store_true", help="causalvision only")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    args = parser.parse_args(argv)
+    if min(args.n, args.inference_n, args.svi_steps, args.repeats) < 1:
+        parser.error("--n, --inference-n, --svi-steps and --repeats must be >= 1")
+    if args.inference_n > args.n:
+        parser.error("--inference-n must not exceed --n (its units are the first of the N)")
+
+    info = machine_info()
+    print(f"machine: {info['processor']}, {info['cpu_count']} CPUs, JAX on {info['jax_devices']}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
+    print(f"torch threads: {info['torch_threads']}; CPU affinity {info['cpu_affinity']}")
+    print(flush=True)
+
+    rows: list[dict[str, Any]] = []
+    three = None
+    for spec in (three_node(), random_dag()):
+        scm = causalvision_linear(spec)
+        units = scm.sample(jax.random.key(0), args.n)
+        factual = {k: np.asarray(v) for k, v in units.items()}
+        truth = spec.truth(factual, DO_VALUE)
+        three = three or (spec, scm, units, factual)
+        reached = int(np.count_nonzero(np.any(truth_differs(factual, truth), axis=0)))
+        print(f"{spec.name}: do({spec.treatment}={DO_VALUE}) changes {reached} nodes", flush=True)
+        rows.append(bench_causalvision_exact(spec, scm, units, truth, args.repeats))
+        if args.skip_peers:
+            rows.append(missing(rows[-1]["query"], "DoWhy", args.n, "skipped (--skip-peers)"))
+        else:
+            rows.append(bench_dowhy_exact(spec, factual, truth, args.repeats))
+
+    spec, scm, units, factual = three
+    small = {k: v[: args.inference_n] for k, v in units.items()}
+    small_np = {k: v[: args.inference_n] for k, v in factual.items()}
+    small_truth = spec.truth(small_np, DO_VALUE)["Y"]
+    rows.extend(bench_causalvision_inference(scm, small, small_truth, args.svi_steps, args.repeats))
+    if args.skip_peers:
+        query = rows[-1]["query"]
+        rows.append(missing(query, "ChiRho", args.inference_n, "skipped (--skip-peers)"))
+    else:
+        rows.append(bench_chirho_inference(small_np, small_truth, args.svi_steps, args.repeats))
+
+    add_ratios(rows)
+    print()
+    print_table(rows)
+    print()
+    print("error: exact rows max |cf - truth| over all nodes and units; inference rows mean")
+    print("|Y_cf - truth| over units (one posterior draw per unit). 'vs cv': peer time /")
+    print("causalvision time (steady state; warm for the inference query).")
+    checks = goals(rows)
+    for check in checks:
+        print(f"{'MET    ' if check['met'] else 'NOT MET'}  {check['goal']}: {check['value']}")
+
+    result = {
+        "command": " ".join([python_path(), *sys.argv]),
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": info,
+        "rows": rows,
+        "goals": checks,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
