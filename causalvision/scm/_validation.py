@@ -60,14 +60,26 @@ def check_data(
                 f"{argument}[{name!r}]: expected one value per unit (an array with a leading "
                 f"batch axis), got a scalar"
             )
-        concrete = not isinstance(array, jax.core.Tracer)  # under jit, values are abstract
-        if concrete and jnp.issubdtype(array.dtype, jnp.floating):
-            count = int(np.isnan(np.asarray(array)).sum())
-            if count:
-                raise ValueError(f"{argument}[{name!r}]: contains {count} NaN value(s)")
         arrays[name] = array
         sizes[name] = array.shape[0]
+    # Under jit the values are abstract and cannot be checked; otherwise one device call
+    # counts the NaNs of every float column.
+    floats = [
+        n
+        for n, a in arrays.items()
+        if jnp.issubdtype(a.dtype, jnp.floating) and not isinstance(a, jax.core.Tracer)
+    ]
+    if floats:
+        counts = np.asarray(_nan_counts(tuple(arrays[n] for n in floats)))
+        for name, count in zip(floats, counts, strict=True):
+            if count:
+                raise ValueError(f"{argument}[{name!r}]: contains {int(count)} NaN value(s)")
     if len(set(sizes.values())) > 1:
         raise ValueError(f"{argument}: nodes have mismatched batch sizes {sizes}")
     size = next(iter(sizes.values())) if sizes else 0
     return arrays, size
+
+
+@jax.jit
+def _nan_counts(columns: tuple[jax.Array, ...]) -> jax.Array:
+    return jnp.stack([jnp.isnan(c).sum() for c in columns])

@@ -121,7 +121,7 @@ class SCM:
 
     def _check_support(self, name: str, value: np.ndarray, argument: str) -> None:
         ok = self.mechanisms[name].in_support(value)
-        if not ok.all():
+        if ok is not None and not ok.all():
             bad = np.asarray(value)[~ok].ravel()[:3].tolist()
             raise ValueError(
                 f"{argument}: {int((~ok).sum())} value(s) outside the support of node {name!r}, "
@@ -133,7 +133,7 @@ class SCM:
         check_known(arrays, self.nodes, argument)
         for name, array in arrays.items():
             if not _is_traced(array):
-                self._check_support(name, np.asarray(array), f"{argument}[{name!r}]")
+                self._check_support(name, array, f"{argument}[{name!r}]")
         return arrays, size
 
     def _require_key(self, key: Array | None, nodes: Iterable[str], query: str) -> Array:
@@ -286,7 +286,8 @@ class SCM:
         """Several intervened worlds over the same units and the same noise.
 
         A world's `do` may take values from another world with `from_world(name, node)`:
-        nested counterfactuals such as `Y(T=1, M(T=0))`. Returns every world plus "factual".
+        nested counterfactuals such as `Y(T=1, M(T=0))`. Returns every world plus "factual"
+        (the given units as they are, or the units drawn from the prior).
         """
         if not isinstance(worlds, Mapping) or "factual" in worlds:
             raise ValueError("worlds: expected a dict name -> do, with no world named 'factual'")
@@ -304,9 +305,20 @@ class SCM:
         reached = set(self.graph.descendants(intervened)) | intervened if intervened else set()
         to_abduct = tuple(n for n in self.nodes if n in reached)
         key = self._require_key(key, to_abduct, "counterfactual")
-        return _posterior_worlds_jit(
+        computed = _posterior_worlds_jit(
             self, factual, key, worlds, order=order, to_abduct=to_abduct, num_samples=num_samples
         )
+        # Unreached nodes keep their factual values; they never enter the compiled program.
+        unreached = {n: factual[n] for n in self.nodes if n not in reached}
+        if num_samples is not None:
+            unreached = {
+                n: jnp.broadcast_to(v, (num_samples, *v.shape)) for n, v in unreached.items()
+            }
+        merged = {
+            world: {n: values[n] if n in values else unreached[n] for n in self.nodes}
+            for world, values in computed.items()
+        }
+        return {"factual": factual, **merged}
 
     # ------------------------------------------------------------------------------------------
     # Effects, as Monte Carlo estimates over units drawn from the prior.
@@ -590,7 +602,8 @@ def _posterior_worlds_impl(scm, factual, key, constants, *, static, order, to_ab
     unreached = {n: v for n, v in factual.items() if n not in to_abduct}
 
     def run(noise):
-        return {"factual": factual, **_run_worlds(scm, noise, worlds, order, fixed=unreached)}
+        results = _run_worlds(scm, noise, worlds, order, fixed=unreached)
+        return {w: {n: v for n, v in r.items() if n not in unreached} for w, r in results.items()}
 
     if num_samples is None:
         return run(noise)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import jax
 import optax
-from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO
+from numpyro.infer import MCMC, NUTS, SVI, Trace_ELBO, init_to_feasible
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.optim import optax_to_numpyro
 
@@ -31,7 +31,10 @@ def posterior_noise(
     key_fit, key_draw = jax.random.split(key)
     sample_shape = () if num_samples is None else (num_samples,)
     if settings.method == "svi":
-        guide = AutoNormal(conditioned_model, init_scale=0.05)
+        # Start at 0 in unconstrained space (the centre of standard noise), as Pyro does,
+        # rather than numpyro's default uniform(-2, 2) draw: it converges in fewer steps,
+        # and compiles faster than init_to_median.
+        guide = AutoNormal(conditioned_model, init_loc_fn=init_to_feasible, init_scale=0.05)
         svi = SVI(
             conditioned_model,
             guide,

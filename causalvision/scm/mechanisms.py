@@ -113,9 +113,12 @@ class Mechanism:
         with lenient_promotion():
             return self.distribution(parents, value.shape[0]).log_prob(value)
 
-    def in_support(self, value: np.ndarray) -> np.ndarray:
-        """Boolean mask, per unit, of values this node can take (checked on concrete data)."""
-        return np.ones(value.shape[:1], dtype=bool)
+    def in_support(self, value: Array) -> np.ndarray | None:
+        """Boolean mask, per unit, of values this node can take (checked on concrete data).
+
+        None means every real value is allowed, so the check is skipped.
+        """
+        return None
 
     def parameters(self) -> dict[str, tuple[Array, constraints.Constraint]]:
         """Learnable arrays by name, each with the constraint that defines its support."""
@@ -190,6 +193,8 @@ class Root(Mechanism):
         return self.distribution_.expand((num_units,))
 
     def in_support(self, value):
+        if self.distribution_.support is constraints.real:
+            return None
         with lenient_promotion():
             ok = np.asarray(self.distribution_.support(jnp.asarray(value)))
         event_dims = self.distribution_.support.event_dim
@@ -327,7 +332,11 @@ class LinearGaussian(Mechanism):
         object.__setattr__(self, "scale", jnp.asarray(self.scale, dtype=jnp.float32))
 
     def mean(self, parents: Parents, num_units: int) -> Array:
-        return _stack_parents(parents, self.parents, num_units) @ self.weights + self.bias
+        # An elementwise sum, not a matmul over concatenated parents: no (N, P) copy.
+        total = jnp.broadcast_to(self.bias, (num_units,))
+        for i, name in enumerate(self.parents):
+            total = total + self.weights[i] * parents[name].astype(jnp.float32)
+        return total
 
     def sample_noise(self, key, num_units):
         return jax.random.normal(key, (num_units,), dtype=jnp.float32)
