@@ -2,6 +2,12 @@
 
 from causalvision.scm.engine import SCM, WorldRef, from_world
 from causalvision.scm.estimate import Estimate
+from causalvision.scm.estimators import (
+    backdoor_adjustment,
+    estimate_effect,
+    frontdoor_adjustment,
+    interventional_distribution,
+)
 from causalvision.scm.interop import FitResult
 from causalvision.scm.mechanisms import (
     AdditiveNoise,
@@ -25,5 +31,9 @@ __all__ = [
     "NumpyroMechanism",
     "Root",
     "WorldRef",
+    "backdoor_adjustment",
+    "estimate_effect",
     "from_world",
+    "frontdoor_adjustment",
+    "interventional_distribution",
 ]
