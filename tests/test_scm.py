@@ -379,3 +379,32 @@ def test_vector_valued_nodes_flow_through_counterfactuals_and_densities():
         residual
     ).sum(-1)
     np.testing.assert_allclose(scm.log_prob(units), by_hand, rtol=1e-5)
+
+
+def test_categorical_tables_must_match_discrete_parents():
+    with pytest.raises(ValueError, match=r"parent 'X' must be discrete"):
+        SCM({"X": Root(dist.Normal(0.0, 1.0)), "Y": Categorical(["X"], [[0.5, 0.5], [0.1, 0.9]])})
+    with pytest.raises(ValueError, match=r"table axis 0 is for parent 'A' with 3 values"):
+        SCM(
+            {
+                "A": Categorical([], [0.2, 0.3, 0.5]),
+                "B": Categorical(["A"], [[0.5, 0.5], [0.1, 0.9]]),
+            }
+        )
+    # A Bernoulli root has two values and may index a table.
+    scm = SCM(
+        {"A": Root(dist.Bernoulli(probs=0.3)), "B": Categorical(["A"], [[1.0, 0.0], [0.0, 1.0]])}
+    )
+    draws = scm.sample(jax.random.key(31), 1000)
+    np.testing.assert_array_equal(draws["B"], draws["A"].astype(jnp.int32))
+
+
+def test_linear_gaussian_rejects_vector_parents_with_a_clear_message():
+    scm = SCM(
+        {
+            "X": Root(dist.Normal(jnp.zeros(2), jnp.ones(2)).to_event(1)),
+            "Y": LinearGaussian(["X"], weights=[1.0]),
+        }
+    )
+    with pytest.raises(ValueError, match=r"parent 'X' must be scalar per unit"):
+        scm.sample(jax.random.key(32), 4)

@@ -71,6 +71,8 @@ class SCM:
             if not isinstance(mech, Mechanism):
                 raise TypeError(f"SCM: node {name!r} needs a Mechanism, got {type(mech).__name__}")
             check_known(mech.parents, mechanisms, f"SCM: parents of node {name!r}")
+        for mech in mechanisms.values():
+            mech.check_parents({p: mechanisms[p] for p in mech.parents})
         edges = [(p, name) for name, mech in mechanisms.items() for p in mech.parents]
         self.graph = CausalGraph(edges, nodes=list(mechanisms), latent=latent)
         self.mechanisms = {name: mechanisms[name] for name in self.graph.nodes}

@@ -104,6 +104,13 @@ class Mechanism:
             f"{type(self).__name__} has no tractable density; use inference-based queries"
         )
 
+    def check_parents(self, parents: Mapping[str, Mechanism]) -> None:
+        """Raise `ValueError` if the parents' mechanisms cannot feed this one (SCM build time)."""
+
+    def num_values(self) -> int | None:
+        """The number of values of a discrete node (`0..K-1`), or None if not finite-discrete."""
+        return None
+
     def sample(self, key: Array, parents: Parents, num_units: int) -> Array:
         """Draw `x ~ p(x | parents)`: `predict(sample_noise(key, N), parents)`."""
         return self.predict(self.sample_noise(key, num_units), parents)
@@ -191,6 +198,20 @@ class Root(Mechanism):
 
     def distribution(self, parents, num_units):
         return self.distribution_.expand((num_units,))
+
+    def num_values(self):
+        support = self.distribution_.support
+        if support is constraints.boolean:
+            return 2
+        bounds = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+        if (
+            support.is_discrete
+            and bounds[0] == 0
+            and bounds[1] is not None
+            and np.ndim(bounds[1]) == 0
+        ):
+            return int(bounds[1]) + 1  # integer_interval(0, K - 1), e.g. a categorical root
+        return None
 
     def in_support(self, value):
         if self.distribution_.support is constraints.real:
@@ -335,6 +356,11 @@ class LinearGaussian(Mechanism):
         # An elementwise sum, not a matmul over concatenated parents: no (N, P) copy.
         total = jnp.broadcast_to(self.bias, (num_units,))
         for i, name in enumerate(self.parents):
+            if parents[name].ndim != 1:
+                raise ValueError(
+                    f"LinearGaussian: parent {name!r} must be scalar per unit (shape (N,)), got "
+                    f"shape {parents[name].shape}; use AdditiveNoise for vector parents"
+                )
             total = total + self.weights[i] * parents[name].astype(jnp.float32)
         return total
 
@@ -419,6 +445,26 @@ class Categorical(Mechanism):
     @property
     def num_categories(self) -> int:
         return self.logits.shape[-1]
+
+    def num_values(self):
+        return self.num_categories
+
+    def check_parents(self, parents):
+        # The table is indexed by the parents' values: they must be discrete with exactly as
+        # many values as the table's axis, or indexing would silently truncate or clip.
+        for axis, name in enumerate(self.parents):
+            size, expected = parents[name].num_values(), self.logits.shape[axis]
+            if size is None:
+                raise ValueError(
+                    f"Categorical: parent {name!r} must be discrete with values 0..K-1 "
+                    f"(a Categorical, or a Root with a categorical/Bernoulli law), got "
+                    f"{type(parents[name]).__name__}"
+                )
+            if size != expected:
+                raise ValueError(
+                    f"Categorical: table axis {axis} is for parent {name!r} with {size} values, "
+                    f"but has length {expected}"
+                )
 
     def row_logits(self, parents: Parents, num_units: int) -> Array:
         """Logits of `p(x | pa)` for every unit, `(N, K)`."""
