@@ -408,3 +408,25 @@ def test_linear_gaussian_rejects_vector_parents_with_a_clear_message():
     )
     with pytest.raises(ValueError, match=r"parent 'X' must be scalar per unit"):
         scm.sample(jax.random.key(32), 4)
+
+
+def learnable_y_model(X):
+    w = numpyro.param("w", 0.0)
+    s = numpyro.param("s", 1.0, constraint=numpyro.distributions.constraints.positive)
+    u = numpyro.sample("u", dist.Normal(0.0, 1.0))
+    return w * X + s * u
+
+
+def test_fit_learns_the_params_of_a_numpyro_sub_model():
+    truth = SCM(
+        {"X": Root(dist.Normal(0.0, 1.0)), "Y": LinearGaussian(["X"], weights=[1.5], scale=0.5)}
+    )
+    data = truth.sample(jax.random.key(33), 2000)
+    model = truth.replace(Y=NumpyroMechanism(["X"], learnable_y_model, Inference(obs_scale=0.1)))
+    assert set(model.mechanisms["Y"].parameters()) == {"w", "s"}
+    fitted = model.fit(data, learn=["Y"], num_steps=3000, progress_bar=False).scm
+    params = fitted.mechanisms["Y"].params
+    # The marginal of Y given X is N(w X, s^2 + obs_scale^2): s is learned net of the kernel.
+    np.testing.assert_allclose(params["w"], 1.5, atol=0.1)
+    np.testing.assert_allclose(params["s"], np.sqrt(0.25 - 0.01), atol=0.06)
+    assert float(params["s"]) > 0

@@ -82,7 +82,7 @@ def numpyro_model(scm: SCM, *, learn: Iterable[str] = (), priors: Mapping[str, A
                 parents = {p: values[p] for p in mech.parents}
                 if isinstance(mech, NumpyroMechanism):
                     with numpyro.handlers.scope(prefix=name):
-                        out = mech.model(**parents)
+                        out = mech.call(**parents)
                     if name in data:
                         kernel = dist.Normal(out, mech.inference.obs_scale)
                         values[name] = numpyro.sample(name, kernel, obs=data[name])

@@ -560,7 +560,8 @@ class NumpyroMechanism(Mechanism):
 
     `model(**parents)` samples its exogenous noise with `numpyro.sample` (whose priors must
     not depend on the parents) and returns the node value. It is written for one unit with
-    elementwise operations and runs under a plate over units. Abduction conditions the
+    elementwise operations and runs under a plate over units. Its `numpyro.param` sites are
+    the mechanism's learnable parameters (`SCM.fit`). Abduction conditions the
     output on the observed value with a Gaussian kernel of width `inference.obs_scale` and
     infers the noise posterior by SVI or NUTS, once for all units, in one jitted program.
 
@@ -574,17 +575,60 @@ class NumpyroMechanism(Mechanism):
     parents: tuple[str, ...]
     model: Callable[..., Array]
     inference: Inference = Inference()
-    _static_fields: ClassVar[tuple[str, ...]] = ("parents", "model", "inference")
+    params: Mapping[str, Array] | None = None
+    param_constraints: tuple[tuple[str, constraints.Constraint], ...] = dataclasses.field(
+        default=(), repr=False
+    )
+    _static_fields: ClassVar[tuple[str, ...]] = (
+        "parents",
+        "model",
+        "inference",
+        "param_constraints",
+    )
     exact_abduction: ClassVar[bool] = False
 
     def __post_init__(self):
         object.__setattr__(self, "parents", tuple(self.parents))
         if not callable(self.model):
             raise TypeError(f"NumpyroMechanism: `model` must be callable, got {self.model!r}")
+        if self.params is None:  # discover the model's `numpyro.param` sites and their inits
+            dummy = {p: jnp.zeros((1,), jnp.float32) for p in self.parents}
+            run = numpyro.handlers.seed(lambda: self._plated(self.model, dummy, 1), 0)
+            sites = numpyro.handlers.trace(run).get_trace().values()
+            params = [s for s in sites if s["type"] == "param"]
+            object.__setattr__(self, "params", {s["name"]: s["value"] for s in params})
+            object.__setattr__(
+                self,
+                "param_constraints",
+                tuple((s["name"], s["kwargs"].get("constraint", constraints.real)) for s in params),
+            )
+
+    @staticmethod
+    def _plated(fn: Callable[..., Array], parents: Parents, num_units: int) -> Array:
+        with numpyro.plate("units", num_units, dim=-1):
+            return fn(**parents)
+
+    def call(self, **parents: Array) -> Array:
+        """The sub-model with its `numpyro.param` sites fixed to this mechanism's `params`.
+
+        The param sites are hidden from outer handlers: the SCM learns them under its own
+        names (`"node.param"`), see `parameters()`.
+        """
+        hide = numpyro.handlers.block(hide_fn=lambda site: site["type"] == "param")
+        with hide, numpyro.handlers.substitute(data=dict(self.params)):
+            return self.model(**{p: parents[p] for p in self.parents})
 
     def _run(self, parents: Parents, num_units: int) -> Array:
-        with numpyro.plate("units", num_units, dim=-1):
-            return self.model(**{p: parents[p] for p in self.parents})
+        return self._plated(self.call, {p: parents[p] for p in self.parents}, num_units)
+
+    def parameters(self):
+        return {name: (self.params[name], c) for name, c in self.param_constraints}
+
+    def with_parameters(self, values):
+        unknown = set(values) - set(self.params)
+        if unknown:
+            raise ValueError(f"NumpyroMechanism: unknown parameter(s) {sorted(unknown)}")
+        return dataclasses.replace(self, params={**self.params, **values})
 
     def sample_noise(self, key, num_units):
         dummy = {p: jnp.zeros((num_units,), jnp.float32) for p in self.parents}
