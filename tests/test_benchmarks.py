@@ -1,0 +1,22 @@
+"""Benchmarks stay runnable: a tiny run of each, checking the answers they time are right."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).parents[1]
+
+
+def test_scm_queries_benchmark_runs_and_its_exact_answers_are_exact(tmp_path):
+    output = tmp_path / "scm_queries.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "scm_queries.py"), "--n", "1000",
+               "--inference-n", "50", "--svi-steps", "20", "--repeats", "2", "--skip-peers",
+               "--output", str(output)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    rows = {(r["query"], r["library"]): r for r in json.loads(output.read_text())["rows"]}
+    for query in ("exact cf, 3-node", "exact cf, 20-node"):
+        ours = rows[(query, "causalvision")]
+        assert ours["error"] < 1e-4, (query, ours["error"])
+        assert ours["units_per_s"] > 0
+    assert rows[("inference twin-world, 3-node", "causalvision (warm)")]["time_s"] > 0
