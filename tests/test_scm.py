@@ -185,6 +185,8 @@ def test_ate_and_cate_with_effect_modification():
     np.testing.assert_allclose(cate.value, [-1.0, 2.0], atol=1e-5)
     with pytest.raises(ValueError, match=r"parent\(s\) \['Z'\]"):
         scm.cate(jax.random.key(0), "X", "Y", 1.0, 0.0, given={"X": 0.0})
+    with pytest.raises(ValueError, match="`value` must be a treatment value"):
+        scm.cate(jax.random.key(0), "X", "Y", lambda x: x + 1, 0.0, given={"Z": 0.0})
 
 
 def test_twin_world_from_the_prior_gives_probability_of_necessity():

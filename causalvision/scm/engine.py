@@ -102,7 +102,7 @@ class SCM:
         return self.mechanisms.items()
 
     def replace(self, **mechanisms: Mechanism) -> SCM:
-        """A copy with some mechanisms swapped (same parents required to keep the graph)."""
+        """A copy with some mechanisms swapped; the graph is rebuilt from their parents."""
         check_known(mechanisms, self.nodes, "SCM.replace")
         return SCM({**self.mechanisms, **mechanisms}, latent=self.graph.latent)
 
@@ -450,8 +450,10 @@ class SCM:
             raise ValueError(f"given: arrays of conditions differ in length {num_conditions}")
         for name, array in given.items():
             self._check_support(name, np.atleast_1d(np.asarray(array)), f"given[{name!r}]")
-        self._check_do({treatment: value})
-        self._check_do({treatment: baseline})
+        for argument, arm in (("value", value), ("baseline", baseline)):
+            if callable(arm) or isinstance(arm, WorldRef):
+                raise ValueError(f"cate: `{argument}` must be a treatment value, got {arm!r}")
+            self._check_do({treatment: arm})
         _check_count(num_samples, "num_samples")
         key = self._require_key(key, given, "cate")
         arms = ({treatment: value}, {treatment: baseline})
