@@ -432,3 +432,23 @@ def test_fit_learns_the_params_of_a_numpyro_sub_model():
     np.testing.assert_allclose(params["w"], 1.5, atol=0.1)
     np.testing.assert_allclose(params["s"], np.sqrt(0.25 - 0.01), atol=0.06)
     assert float(params["s"]) > 0
+
+
+def test_a_node_set_in_every_world_is_not_abducted():
+    # Y's noise would need inference, but do(Y) overrides it: no inference runs, so no key
+    # is needed, and Z follows from the set value.
+    scm = SCM(
+        {
+            "X": Root(dist.Normal(0.0, 1.0)),
+            "Y": NumpyroMechanism(["X"], y_model),
+            "Z": LinearGaussian(["Y"], weights=[3.0]),
+        }
+    )
+    units = {"X": jnp.zeros(4), "Y": jnp.ones(4), "Z": jnp.array([3.0, 4.0, 5.0, 6.0])}
+    cf = scm.counterfactual(units, {"Y": 2.0})
+    np.testing.assert_allclose(cf["Z"], units["Z"] + 3.0)
+    np.testing.assert_allclose(cf["X"], units["X"])
+    with pytest.raises(ValueError, match="pass a PRNG `key`"):
+        scm.counterfactual(units, {"Y": lambda y: y + 1.0})  # a shift needs Y's own noise
+    only_root = SCM({"X": Root(dist.Normal(0.0, 1.0))})
+    np.testing.assert_allclose(only_root.counterfactual({"X": jnp.zeros(3)}, {"X": 1.5})["X"], 1.5)

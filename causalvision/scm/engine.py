@@ -186,12 +186,14 @@ class SCM:
         do: Mapping[str, Any] | None = None,
         *,
         fixed: Mapping[str, Array] | None = None,
+        num_units: int | None = None,
     ) -> Values:
         """Push noise through the structural equations under the intervention `do`.
 
         `do` values are constants (broadcast to every unit), arrays with one value per unit,
         or functions of the pre-intervention value (shift interventions). Nodes in `fixed`
-        keep the given values (used for nodes no intervention can reach).
+        keep the given values (used for nodes no intervention can reach). A node set to a
+        constant needs no noise; `num_units` then gives the batch size if nothing else does.
         """
         do, fixed = do or {}, fixed or {}
         values: Values = {}
@@ -206,7 +208,9 @@ class SCM:
             elif callable(intervention):
                 values[name] = intervention(mech.predict(noise[name], parents))
             else:
-                shape = jax.eval_shape(mech.predict, noise[name], parents)
+                if num_units is None:
+                    num_units = jax.tree.leaves((noise, values, fixed))[0].shape[0]
+                shape = _value_shape(mech, noise.get(name), parents, num_units)
                 value = jnp.asarray(intervention).astype(shape.dtype)
                 if value.ndim > len(shape.shape) - 1 and value.shape != shape.shape:
                     raise ValueError(
@@ -305,11 +309,17 @@ class SCM:
         if num_samples is not None:
             _check_count(num_samples, "num_samples")
         reached = set(self.graph.descendants(intervened)) | intervened if intervened else set()
-        to_abduct = tuple(n for n in self.nodes if n in reached)
+        # A node set to a value in every world never uses its own noise: skip its abduction.
+        overridden = {
+            n for n in intervened if all(n in do and not callable(do[n]) for do in worlds.values())
+        }
+        to_abduct = tuple(n for n in self.nodes if n in reached and n not in overridden)
         key = self._require_key(key, to_abduct, "counterfactual")
         computed = _posterior_worlds_jit(
-            self, factual, key, worlds, order=order, to_abduct=to_abduct, num_samples=num_samples
-        )
+            self, factual, key, worlds,
+            order=order, reached=tuple(n for n in self.nodes if n in reached),
+            to_abduct=to_abduct, num_samples=num_samples,
+        )  # fmt: skip
         # Unreached nodes keep their factual values; they never enter the compiled program.
         unreached = {n: factual[n] for n in self.nodes if n not in reached}
         if num_samples is not None:
@@ -512,6 +522,16 @@ def _check_count(n: Any, argument: str) -> None:
         raise ValueError(f"{argument}: expected a positive int, got {n!r}")
 
 
+def _value_shape(mech, noise, parents, num_units: int) -> jax.ShapeDtypeStruct:
+    """Shape and dtype of a node's value, without computing it (for constant interventions).
+
+    A node set to a constant in every world has no abducted noise: its prior noise stands in.
+    """
+    if noise is not None:
+        return jax.eval_shape(mech.predict, noise, parents)
+    return jax.eval_shape(lambda: mech.sample(jax.random.key(0), parents, num_units))
+
+
 def _split_do(do: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, Callable], ...]]:
     """Separate traced intervention values from shift functions (static under jit)."""
     shifts = tuple((n, v) for n, v in do.items() if callable(v))
@@ -545,14 +565,14 @@ def _world_order(worlds: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(order)
 
 
-def _run_worlds(scm, noise, worlds, order, fixed) -> dict[str, Values]:
+def _run_worlds(scm, noise, worlds, order, fixed, num_units=None) -> dict[str, Values]:
     results: dict[str, Values] = {}
     for name in order:
         do = {
             n: results[v.world][v.node] if isinstance(v, WorldRef) else v
             for n, v in worlds[name].items()
         }
-        results[name] = scm.propagate(noise, do, fixed=fixed)
+        results[name] = scm.propagate(noise, do, fixed=fixed, num_units=num_units)
     return results
 
 
@@ -599,14 +619,17 @@ def _prior_worlds_jit(scm, key, worlds, *, order, num_units):
     return _prior_worlds_impl(scm, key, constants, static=static, order=order, num_units=num_units)
 
 
-@jax.jit(static_argnames=("static", "order", "to_abduct", "num_samples"))
-def _posterior_worlds_impl(scm, factual, key, constants, *, static, order, to_abduct, num_samples):
+@jax.jit(static_argnames=("static", "order", "reached", "to_abduct", "num_samples"))
+def _posterior_worlds_impl(
+    scm, factual, key, constants, *, static, order, reached, to_abduct, num_samples
+):
     worlds = _merge_worlds(constants, static)
     noise = scm.abduct(factual, key, nodes=to_abduct, num_samples=num_samples)
-    unreached = {n: v for n, v in factual.items() if n not in to_abduct}
+    unreached = {n: v for n, v in factual.items() if n not in reached}
 
     def run(noise):
-        results = _run_worlds(scm, noise, worlds, order, fixed=unreached)
+        num_units = next(iter(factual.values())).shape[0]
+        results = _run_worlds(scm, noise, worlds, order, fixed=unreached, num_units=num_units)
         return {w: {n: v for n, v in r.items() if n not in unreached} for w, r in results.items()}
 
     if num_samples is None:
@@ -614,11 +637,11 @@ def _posterior_worlds_impl(scm, factual, key, constants, *, static, order, to_ab
     return jax.vmap(run)(noise)
 
 
-def _posterior_worlds_jit(scm, factual, key, worlds, *, order, to_abduct, num_samples):
+def _posterior_worlds_jit(scm, factual, key, worlds, *, order, reached, to_abduct, num_samples):
     constants, static = _static_worlds(worlds)
     return _posterior_worlds_impl(
         scm, factual, key, constants,
-        static=static, order=order, to_abduct=to_abduct, num_samples=num_samples,
+        static=static, order=order, reached=reached, to_abduct=to_abduct, num_samples=num_samples,
     )  # fmt: skip
 
 
