@@ -452,3 +452,22 @@ def test_a_node_set_in_every_world_is_not_abducted():
         scm.counterfactual(units, {"Y": lambda y: y + 1.0})  # a shift needs Y's own noise
     only_root = SCM({"X": Root(dist.Normal(0.0, 1.0))})
     np.testing.assert_allclose(only_root.counterfactual({"X": jnp.zeros(3)}, {"X": 1.5})["X"], 1.5)
+
+
+def test_fit_and_to_numpyro_reject_bad_settings():
+    scm = primer_scm()
+    data = scm.sample(jax.random.key(34), 10)
+    with pytest.raises(ValueError, match=r"method: expected one of \('mle', 'svi', 'nuts'\)"):
+        scm.fit(data, method="em", progress_bar=False)
+    with pytest.raises(ValueError, match=r"needs a prior for node\(s\) \['Y'\]"):
+        scm.fit(data, learn=["H", "Y"], method="nuts", priors={"H": dist.Normal(0, 1)})
+    with pytest.raises(ValueError, match="maximum likelihood takes no priors"):
+        scm.fit(data, priors={"H": dist.Normal(0, 1)}, progress_bar=False)
+    with pytest.raises(ValueError, match=r"learn: unknown node\(s\) \['W'\]"):
+        scm.fit(data, learn=["W"], progress_bar=False)
+    with pytest.raises(ValueError, match=r"data: unknown node\(s\) \['W'\]"):
+        scm.fit({**data, "W": data["X"]}, progress_bar=False)
+    with pytest.raises(ValueError, match="pass `data` or `num_units`"):
+        scm.to_numpyro()()
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['slope'\]"):
+        scm.mechanisms["Y"].with_parameters({"slope": jnp.ones(2)})
