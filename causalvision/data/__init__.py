@@ -1,0 +1,5 @@
+"""Synthetic datasets whose generator is a known SCM, so every image has an exact counterfactual."""
+
+from causalvision.data.pendulum import Pendulum
+
+__all__ = ["Pendulum"]
