@@ -44,9 +44,8 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import AffineTransform, SigmoidTransform
 
-from causalvision.scm import SCM, Categorical, Root
+from causalvision.scm import SCM, Categorical, Mechanism, Root, mechanism_dataclass
 from causalvision.scm._compat import lenient_promotion
-from causalvision.scm.mechanisms import Mechanism, _pytree_dataclass
 
 Array = jax.Array
 
@@ -117,7 +116,7 @@ NUM_POINTS = POINTS.shape[1]
 # Intensity: an invertible mechanism of thickness, with standard-normal noise ε.
 
 
-@_pytree_dataclass
+@mechanism_dataclass
 class LogisticIntensity(Mechanism):
     """`i = 64 + 191 σ(2(t - 2.5) + 0.5 ε)`, `ε ~ N(0, 1)`; abduction inverts σ exactly."""
 

@@ -17,6 +17,7 @@ from causalvision.scm.mechanisms import (
     Mechanism,
     NumpyroMechanism,
     Root,
+    mechanism_dataclass,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "from_world",
     "frontdoor_adjustment",
     "interventional_distribution",
+    "mechanism_dataclass",
 ]

@@ -42,14 +42,17 @@ __all__ = [
     "Mechanism",
     "NumpyroMechanism",
     "Root",
+    "mechanism_dataclass",
 ]
 
 
-def _pytree_dataclass(cls: type) -> type:
-    """Freeze `cls` as a dataclass and register it as a pytree.
+def mechanism_dataclass(cls: type) -> type:
+    """Class decorator for mechanisms: a frozen dataclass registered as a pytree.
 
     Fields named in `cls._static_fields` are part of the tree structure (hashable
-    configuration); all others are children.
+    configuration such as parent names); all other fields are children (parameters), so an
+    SCM holding the mechanism passes through `jax.jit` and refits without recompiling.
+    Use it for your own `Mechanism` subclasses.
     """
     cls = dataclasses.dataclass(frozen=True, eq=False)(cls)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -163,7 +166,7 @@ def _num_units(parents: Parents, noise: Noise) -> int:
 # Root: x = u, u ~ any numpyro distribution.
 
 
-@_pytree_dataclass
+@mechanism_dataclass
 class Root(Mechanism):
     """A node without parents whose value is its own noise: `x ~ distribution`.
 
@@ -266,7 +269,7 @@ class _Shifted(dist.Distribution):
         return self.base.log_prob(value - self.loc)
 
 
-@_pytree_dataclass
+@mechanism_dataclass
 class AdditiveNoise(Mechanism):
     """`x = fn(parents) + u` with `u ~ noise`: exact abduction `u = x - fn(parents)`.
 
@@ -324,7 +327,7 @@ class AdditiveNoise(Mechanism):
         return dataclasses.replace(self, fn=jax.tree.unflatten(treedef, leaves), noise=noise)
 
 
-@_pytree_dataclass
+@mechanism_dataclass
 class LinearGaussian(Mechanism):
     """`x = bias + Σ_p weights[p] * p + scale * ε`, `ε ~ N(0, 1)`, for scalar parents.
 
@@ -401,7 +404,7 @@ def _truncated_gumbel(key: Array, location: Array, upper: Array) -> Array:
     return -jnp.logaddexp(-upper, -g)
 
 
-@_pytree_dataclass
+@mechanism_dataclass
 class Categorical(Mechanism):
     """A discrete node given by a conditional probability table, with Gumbel-max noise.
 
@@ -554,7 +557,7 @@ class Inference:
             raise ValueError(f"Inference.obs_scale: expected > 0, got {self.obs_scale}")
 
 
-@_pytree_dataclass
+@mechanism_dataclass
 class NumpyroMechanism(Mechanism):
     """A node defined by a numpyro sub-model; its noise is every latent sample site.
 
