@@ -18,6 +18,7 @@ and `jax.vmap` and refitting parameters does not recompile queries.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Self
@@ -74,7 +75,7 @@ def mechanism_dataclass(cls: type) -> type:
     return cls
 
 
-class Mechanism:
+class Mechanism(abc.ABC):
     """Base class of all mechanisms: the protocol plus shared defaults.
 
     Subclasses set `parents` (a tuple of node names) and implement `sample_noise`,
@@ -86,12 +87,15 @@ class Mechanism:
     #: True when `abduct` recovers the noise exactly and deterministically.
     exact_abduction: ClassVar[bool] = True
 
+    @abc.abstractmethod
     def sample_noise(self, key: Array, num_units: int) -> Noise:
-        raise NotImplementedError
+        """`num_units` draws of the exogenous noise from its prior."""
 
+    @abc.abstractmethod
     def predict(self, noise: Noise, parents: Parents) -> Array:
-        raise NotImplementedError
+        """The structural equation: the value `(N, ...)` for noise and parent values."""
 
+    @abc.abstractmethod
     def abduct(
         self,
         value: Array,
@@ -99,7 +103,7 @@ class Mechanism:
         key: Array | None = None,
         num_samples: int | None = None,
     ) -> Noise:
-        raise NotImplementedError
+        """Noise consistent with observed values (with `num_samples`, `(S, N, ...)` draws)."""
 
     def distribution(self, parents: Parents, num_units: int) -> dist.Distribution:
         """`p(x | parents)` with batch shape `(num_units,)`."""
@@ -107,8 +111,11 @@ class Mechanism:
             f"{type(self).__name__} has no tractable density; use inference-based queries"
         )
 
-    def check_parents(self, parents: Mapping[str, Mechanism]) -> None:
-        """Raise `ValueError` if the parents' mechanisms cannot feed this one (SCM build time)."""
+    def check_parents(self, parents: Mapping[str, Mechanism]) -> None:  # noqa: B027
+        """Raise `ValueError` if the parents' mechanisms cannot feed this one (SCM build time).
+
+        Most mechanisms accept any parents, hence an optional hook rather than abstract.
+        """
 
     def num_values(self) -> int | None:
         """The number of values of a discrete node (`0..K-1`), or None if not finite-discrete."""
