@@ -471,3 +471,10 @@ def test_fit_and_to_numpyro_reject_bad_settings():
         scm.to_numpyro()()
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['slope'\]"):
         scm.mechanisms["Y"].with_parameters({"slope": jnp.ones(2)})
+
+
+def test_log_prob_of_a_node_without_a_density_says_so():
+    scm = SCM({"X": Root(dist.Normal(0.0, 1.0)), "Y": NumpyroMechanism(["X"], y_model)})
+    units = {"X": jnp.zeros(3), "Y": jnp.ones(3)}
+    with pytest.raises(NotImplementedError, match="NumpyroMechanism has no tractable density"):
+        scm.log_prob(units)
