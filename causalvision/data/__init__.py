@@ -2,5 +2,12 @@
 
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
+from causalvision.data.sources import GeneratedSource, quantize_image, stack_examples
 
-__all__ = ["MorphoDigits", "Pendulum"]
+__all__ = [
+    "GeneratedSource",
+    "MorphoDigits",
+    "Pendulum",
+    "quantize_image",
+    "stack_examples",
+]

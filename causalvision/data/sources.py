@@ -1,0 +1,239 @@
+"""Random-access data sources over the synthetic generators, stored on a uint8 image grid.
+
+A `GeneratedSource` turns `MorphoDigits()` or `Pendulum(...)` into a sequence of `size`
+examples that grain (or anything that wants `len` and `[i]`) can read in any order. Example `i`
+is a pure function of `(seed, i)` (for a given `chunk_size` and dataset): it lives in chunk
+`c = i // chunk_size`, and the whole chunk is rendered at once with
+
+    dataset.sample(jax.random.fold_in(jax.random.key(seed), c), chunk_size)
+
+so one jit-compiled render serves `chunk_size` examples and the order of reads never changes
+the data. A small LRU cache keeps the last rendered chunks, so a sequential pass renders each
+chunk once. Shuffled reads over many chunks re-render chunks; for those, build the dataset
+once (`causalvision.data.build_dataset`) and read the array_record files instead.
+
+Images are stored and served as uint8 (`quantize_image`), because that is what a dataset on
+disk holds. The same function quantizes a re-rendered or counterfactual image, so re-rendering
+a stored example with unchanged attributes (and style) reproduces its image bit for bit, and a
+ground-truth counterfactual lives on the same grid as the data a model was trained on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from causalvision.data.morpho import MorphoDigits
+from causalvision.data.pendulum import Pendulum
+
+__all__ = ["GeneratedSource", "dataset_name", "quantize_image", "stack_examples"]
+
+DATASET_NAMES = ("morpho_digits", "pendulum")
+
+
+def dataset_name(dataset: Any) -> str:
+    """The storage name of a synthetic dataset: "morpho_digits" or "pendulum".
+
+    Accepts a dataset instance or one of the names themselves.
+    """
+    if isinstance(dataset, MorphoDigits):
+        return "morpho_digits"
+    if isinstance(dataset, Pendulum):
+        return "pendulum"
+    if isinstance(dataset, str) and dataset in DATASET_NAMES:
+        return dataset
+    raise ValueError(
+        f"dataset: expected MorphoDigits(), Pendulum(...) or one of {DATASET_NAMES}, "
+        f"got {dataset!r}"
+    )
+
+
+def quantize_image(name_or_dataset: Any, image: Any) -> np.ndarray:
+    """A rendered float image (any shape, e.g. `(N, H, W, C)`) on the uint8 storage grid.
+
+    Morpho digits render in [0, 255]: `round(clip(x, 0, 255))`. The pendulum renders in
+    [0, 1]: `round(clip(255 x, 0, 255))`. Rounding is numpy's (half to even), in float32.
+
+    Args:
+      name_or_dataset: "morpho_digits", "pendulum", `MorphoDigits()` or `Pendulum(...)`.
+      image: float array (numpy or JAX), finite.
+
+    Returns:
+      uint8 numpy array of the same shape.
+    """
+    name = dataset_name(name_or_dataset)
+    x = np.asarray(image)
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"image: expected a real-valued array, got dtype {x.dtype}")
+    x = x.astype(np.float32)
+    bad = int((~np.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"image: expected finite values, got {bad} NaN or infinite value(s)")
+    if name == "pendulum":
+        x = np.float32(255.0) * x
+    return np.rint(np.clip(x, 0.0, 255.0)).astype(np.uint8)
+
+
+def stack_examples(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Stack single examples (nested dicts of arrays) into one batch with a leading axis.
+
+    `stack_examples([source[i] for i in idx])` gives what `MorphoDigits.counterfactual`,
+    `.render` and `Pendulum.counterfactual` take (with the images as uint8).
+    """
+    if not examples:
+        raise ValueError("examples: expected at least one example, got an empty sequence")
+    first = examples[0]
+    if isinstance(first, Mapping):
+        return {k: stack_examples([e[k] for e in examples]) for k in first}
+    return np.stack([np.asarray(e) for e in examples])
+
+
+def _positive_int(value: Any, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{argument}: expected an int >= 1, got {value!r}")
+    return int(value)
+
+
+class GeneratedSource:
+    """A random-access source of `size` examples of a synthetic dataset.
+
+    Args:
+      dataset: `MorphoDigits()` or `Pendulum(image_size)`.
+      size: number of examples (>= 1).
+      seed: generator seed; example `i` depends only on `(seed, i)` (and `chunk_size`).
+      chunk_size: examples rendered together; part of the data's identity (changing it
+        changes which key draws example `i`).
+      cache_chunks: rendered chunks kept in memory (least recently used are dropped).
+
+    `source[i]` is a dict of numpy arrays for one example, no batch axis:
+
+    - morpho_digits: "digit" int64 `()`, "thickness", "intensity" float32 `()`,
+      "style" {"slant" `()`, "width" `()`, "offset" `(2,)`, "jitter" `(P, 2)`} float32,
+      "image" uint8 `(32, 32, 1)`;
+    - pendulum: "angle", "light", "shadow_length", "shadow_position" float32 `()`,
+      "image" uint8 `(S, S, 3)`.
+
+    The attributes (and style) are exactly those the image was rendered from, so
+    `quantize_image(dataset, dataset.render(stack_examples([source[i]])))[0]` equals
+    `source[i]["image"]`, and `dataset.counterfactual(...)` of stored examples gives their exact
+    counterfactual images.
+
+    Example:
+      source = GeneratedSource(MorphoDigits(), size=60_000, seed=0)
+      example = source[123]            # renders chunk 0 (examples 0-255) once, then caches it
+    """
+
+    def __init__(
+        self,
+        dataset: MorphoDigits | Pendulum,
+        size: int,
+        seed: int = 0,
+        chunk_size: int = 256,
+        *,
+        cache_chunks: int = 8,
+    ):
+        # An instance, not a name: the pendulum's image size is part of the data.
+        if not isinstance(dataset, MorphoDigits | Pendulum):
+            raise ValueError(f"dataset: expected MorphoDigits() or Pendulum(...), got {dataset!r}")
+        self.name = dataset_name(dataset)
+        self.dataset = dataset
+        self.size = _positive_int(size, "size")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
+        self.seed = int(seed)
+        self.chunk_size = _positive_int(chunk_size, "chunk_size")
+        self.cache_chunks = _positive_int(cache_chunks, "cache_chunks")
+        self._init_cache()
+
+    def _init_cache(self) -> None:
+        self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        # grain may read from several threads; one lock also avoids rendering a chunk twice.
+        self._lock = threading.Lock()
+
+    # Pickling (grain worker processes): keep the dataset and the ints, not the cache or lock.
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "size": self.size,
+            "seed": self.seed,
+            "chunk_size": self.chunk_size,
+            "cache_chunks": self.cache_chunks,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_cache()
+
+    def __repr__(self) -> str:
+        return (
+            f"GeneratedSource({self.dataset!r}, size={self.size}, seed={self.seed}, "
+            f"chunk_size={self.chunk_size})"
+        )
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """Shape of one stored image, `(H, W, C)`."""
+        if self.name == "pendulum":
+            return (self.dataset.image_size, self.dataset.image_size, 3)
+        return tuple(MorphoDigits.image_shape)
+
+    def _render_chunk(self, chunk: int) -> dict[str, Any]:
+        key = jax.random.fold_in(jax.random.key(self.seed), chunk)
+        batch = self.dataset.sample(key, self.chunk_size)
+        out: dict[str, Any] = {"image": quantize_image(self.name, batch["image"])}
+        for name in self.dataset.attributes:
+            dtype = np.int64 if name == "digit" else np.float32
+            out[name] = np.asarray(batch[name]).astype(dtype)
+        if "style" in batch:
+            out["style"] = {k: np.asarray(v).astype(np.float32) for k, v in batch["style"].items()}
+        return out
+
+    def _chunk(self, chunk: int) -> dict[str, Any]:
+        with self._lock:
+            if chunk in self._cache:
+                self._cache.move_to_end(chunk)
+                return self._cache[chunk]
+            data = self._render_chunk(chunk)
+            self._cache[chunk] = data
+            while len(self._cache) > self.cache_chunks:
+                self._cache.popitem(last=False)
+            return data
+
+    def _index(self, index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, int | np.integer):
+            raise TypeError(f"index: expected an int, got {type(index).__name__}")
+        index = int(index)
+        if not -self.size <= index < self.size:
+            raise IndexError(f"index: {index} out of range for a source of size {self.size}")
+        return index % self.size
+
+    @staticmethod
+    def _take(data: Mapping[str, Any], row: int) -> dict[str, Any]:
+        # Copies, so a consumer that edits an example in place cannot corrupt the cache.
+        return {
+            k: _take_nested(v, row) if isinstance(v, Mapping) else np.array(v[row])
+            for k, v in data.items()
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._index(index)
+        return self._take(self._chunk(index // self.chunk_size), index % self.chunk_size)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Several examples in the given order; each chunk is looked up (or rendered) once."""
+        positions = [self._index(i) for i in indices]
+        chunks = {c: self._chunk(c) for c in sorted({i // self.chunk_size for i in positions})}
+        return [self._take(chunks[i // self.chunk_size], i % self.chunk_size) for i in positions]
+
+
+def _take_nested(data: Mapping[str, Any], row: int) -> dict[str, Any]:
+    return {k: np.array(v[row]) for k, v in data.items()}
