@@ -2,6 +2,7 @@
 
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
+from causalvision.data.pipeline import ArraySource, make_pipeline
 from causalvision.data.sources import GeneratedSource, quantize_image, stack_examples
 from causalvision.data.tfds_builders import (
     MorphoDigitsBuilder,
@@ -11,6 +12,7 @@ from causalvision.data.tfds_builders import (
 )
 
 __all__ = [
+    "ArraySource",
     "GeneratedSource",
     "MorphoDigits",
     "MorphoDigitsBuilder",
@@ -18,6 +20,7 @@ __all__ = [
     "PendulumBuilder",
     "build_dataset",
     "load_source",
+    "make_pipeline",
     "quantize_image",
     "stack_examples",
 ]
