@@ -3,6 +3,18 @@
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
 from causalvision.data.pipeline import ArraySource, make_pipeline
+from causalvision.data.real import (
+    CELEBA_ATTRIBUTES,
+    MNIST_PERTURBATIONS,
+    CelebAPreprocess,
+    CelebASource,
+    MappedSource,
+    MnistToMorpho,
+    celeba_source,
+    mnist_source,
+    pad_to_32,
+    perturb,
+)
 from causalvision.data.sources import GeneratedSource, quantize_image, stack_examples
 from causalvision.data.tfds_builders import (
     MorphoDigitsBuilder,
@@ -12,15 +24,25 @@ from causalvision.data.tfds_builders import (
 )
 
 __all__ = [
+    "CELEBA_ATTRIBUTES",
+    "MNIST_PERTURBATIONS",
     "ArraySource",
+    "CelebAPreprocess",
+    "CelebASource",
     "GeneratedSource",
+    "MappedSource",
+    "MnistToMorpho",
     "MorphoDigits",
     "MorphoDigitsBuilder",
     "Pendulum",
     "PendulumBuilder",
     "build_dataset",
+    "celeba_source",
     "load_source",
     "make_pipeline",
+    "mnist_source",
+    "pad_to_32",
+    "perturb",
     "quantize_image",
     "stack_examples",
 ]
