@@ -1,0 +1,173 @@
+"""Named tasks (model + loss + data) that experiment configs refer to by `Config.task`.
+
+`train_and_evaluate(config, workdir)` looks the name up here. A task builder takes the whole
+`Config` and returns a `Task`; add one with `@register_task("name")`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from causalvision.data import (
+    ArraySource,
+    GeneratedSource,
+    MorphoDigits,
+    Pendulum,
+    load_source,
+    stack_examples,
+)
+from causalvision.nn import AttributePredictor
+from causalvision.train.config import Config
+from causalvision.train.trainer import Task
+
+_TASKS: dict[str, Callable[[Config], Task]] = {}
+
+# What each synthetic dataset's attributes are: categorical (with class counts) or real.
+DATASET_ATTRIBUTES: dict[str, tuple[dict[str, int], tuple[str, ...]]] = {
+    "morpho_digits": ({"digit": 10}, ("thickness", "intensity")),
+    "pendulum": ({}, ("angle", "light", "shadow_length", "shadow_position")),
+}
+
+
+def register_task(name: str) -> Callable[[Callable[[Config], Task]], Callable[[Config], Task]]:
+    """Decorator: makes a `Config -> Task` builder available as `Config(task=name)`."""
+
+    def register(builder: Callable[[Config], Task]) -> Callable[[Config], Task]:
+        _TASKS[name] = builder
+        return builder
+
+    return register
+
+
+def build_task(config: Config) -> Task:
+    """The `Task` that `config.task` names."""
+    if config.task not in _TASKS:
+        raise ValueError(f"task: unknown task {config.task!r}; known tasks are {sorted(_TASKS)}")
+    return _TASKS[config.task](config)
+
+
+def dataset_sources(config: Config, keys: Sequence[str] | None = None) -> tuple[Any, Any]:
+    """(train, eval) random-access sources of the dataset `config.data` describes.
+
+    Generated data is rendered once into memory: shuffled reads of a chunked generator would
+    re-render a chunk per example. The eval split uses seed `data.seed + 1`, so it never
+    shares examples with training. `keys` keeps only those fields (e.g. not the style).
+    """
+    data = config.data
+    if data.name not in DATASET_ATTRIBUTES:
+        raise ValueError(
+            f"data.name: expected one of {sorted(DATASET_ATTRIBUTES)}, got {data.name!r}"
+        )
+    if data.source == "generated":
+        dataset = MorphoDigits() if data.name == "morpho_digits" else Pendulum(data.image_size)
+        train = _materialise(GeneratedSource(dataset, data.size, seed=data.seed), keys)
+        evaluation = _materialise(
+            GeneratedSource(dataset, data.eval_size, seed=data.seed + 1), keys
+        )
+        return train, evaluation
+    if data.source == "tfds":
+        return load_source(data.name, "train", data.data_dir), load_source(
+            data.name, "test", data.data_dir
+        )
+    raise ValueError(f"data.source: expected 'generated' or 'tfds', got {data.source!r}")
+
+
+def _materialise(source: GeneratedSource, keys: Sequence[str] | None) -> ArraySource:
+    examples = stack_examples([source[i] for i in range(len(source))])
+    if keys is not None:
+        examples = {k: examples[k] for k in keys}
+    return ArraySource(examples)
+
+
+class SelectKeys:
+    """Per-example transform keeping only `keys` (so unused fields never reach the device)."""
+
+    def __init__(self, keys: Sequence[str]):
+        self.keys = tuple(keys)
+
+    def __call__(self, example: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: example[k] for k in self.keys}
+
+
+def _attribute_statistics(source: Any, names: Sequence[str], limit: int = 4096) -> dict:
+    """Mean and standard deviation of each real attribute over the first `limit` examples."""
+    rows = [source[i] for i in range(min(len(source), limit))]
+    stats = {}
+    for name in names:
+        values = np.asarray([row[name] for row in rows], np.float64)
+        stats[name] = (float(values.mean()), float(max(values.std(), 1e-6)))
+    return stats
+
+
+@register_task("attribute_predictor")
+def attribute_predictor(config: Config) -> Task:
+    """A CNN reading a dataset's attributes off its images: the pseudo-oracle of effectiveness.
+
+    Cross-entropy for categorical attributes plus squared error of standardised real ones.
+    `config.model` may set `widths` and `hidden`. Eval metrics: accuracy per categorical
+    attribute and mean absolute error (in the attribute's own units) per real one.
+    """
+    categorical, continuous = DATASET_ATTRIBUTES[config.data.name]
+    keys = ("image", *categorical, *continuous)
+    train_source, eval_source = dataset_sources(config, keys)
+    stats = _attribute_statistics(train_source, continuous)
+    image_shape = tuple(np.asarray(train_source[0]["image"]).shape)
+    widths = tuple(config.model.get("widths", (32, 64, 128)))
+    hidden = int(config.model.get("hidden", 128))
+    unknown = set(config.model) - {"widths", "hidden"}
+    if unknown:
+        raise ValueError(f"model: unknown settings {sorted(unknown)}; known: widths, hidden")
+
+    def init_model(rngs: nnx.Rngs) -> AttributePredictor:
+        return AttributePredictor(
+            image_shape, categorical, continuous, widths=widths, hidden=hidden, rngs=rngs
+        )
+
+    def prepare(batch):
+        out = {"image": batch["image"].astype(jnp.float32) / 255.0}
+        out.update({k: batch[k].astype(jnp.int32) for k in categorical})
+        out.update({k: batch[k].astype(jnp.float32) for k in continuous})
+        return out
+
+    def loss(model, batch, key):
+        del key  # deterministic model
+        predictions = model(batch["image"])
+        terms = {}
+        for name in categorical:
+            terms[f"{name}_xent"] = optax.softmax_cross_entropy_with_integer_labels(
+                predictions[name], batch[name]
+            ).mean()
+        for name in continuous:
+            mean, std = stats[name]
+            target = (batch[name] - jnp.float32(mean)) / jnp.float32(std)
+            terms[f"{name}_mse"] = jnp.mean((predictions[name] - target) ** 2)
+        return sum(terms.values()), terms
+
+    def eval_metrics(model, batch):
+        predictions = model(batch["image"])
+        out = {}
+        for name in categorical:
+            out[f"{name}_accuracy"] = jnp.mean(
+                (jnp.argmax(predictions[name], -1) == batch[name]).astype(jnp.float32)
+            )
+        for name in continuous:
+            mean, std = stats[name]
+            value = predictions[name] * jnp.float32(std) + jnp.float32(mean)
+            out[f"{name}_mae"] = jnp.mean(jnp.abs(value - batch[name]))
+        return out
+
+    return Task(
+        init_model=init_model,
+        loss=loss,
+        train_source=train_source,
+        eval_source=eval_source,
+        eval_metrics=eval_metrics,
+        prepare=prepare,
+        transforms=(SelectKeys(keys),),
+    )

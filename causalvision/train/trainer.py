@@ -1,0 +1,395 @@
+"""The one generic trainer: any Flax NNX model, any loss, any random-access data source.
+
+The whole optimisation step is one `jax.jit` of a pure function of (state, batch), with the
+state buffers donated: the NNX model and optimiser are split once into a static graph and a
+state pytree (the fast path of REFERENCE §9.1), merged inside the step, and split again on
+the way out. The batch is sharded over a 1-D "data" mesh and the state replicated, so the
+same code runs on one CPU, 8 fake CPU devices or a multi-host pod; XLA inserts the gradient
+all-reduce. The PRNG key of step k is `fold_in(seed key, k)`, and the data iterator's
+position is checkpointed with the state, so a resumed run replays exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from causalvision.data import make_pipeline
+from causalvision.train import distributed
+from causalvision.train.checkpoint import Checkpointer, abstract_like
+from causalvision.train.config import Config, TrainerConfig
+from causalvision.train.metrics_io import MetricWriter, plot_curves
+from causalvision.train.optim import learning_rate_schedule, make_optimizer
+
+Batch = Mapping[str, Any]
+LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
+EvalFn = Callable[[nnx.Module, Batch], Mapping[str, jax.Array]]
+Hook = Callable[[int, nnx.Module], Mapping[str, float] | None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradients became NaN or infinite; the run stopped without saving."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What to train.
+
+    Attributes:
+      init_model: builds the NNX model from `nnx.Rngs` (called identically on every process).
+      loss: `(model, batch, key) -> (scalar loss, {name: scalar})`, traced inside `jit`; the
+        batch holds arrays with a leading global-batch axis.
+      train_source: random-access source of per-example dicts (`len`, `[i]`).
+      eval_source: optional source for periodic evaluation.
+      eval_metrics: `(model, batch) -> {name: scalar}` averaged over evaluation batches.
+      prepare: runs inside `jit` on each batch first (e.g. uint8 images -> float), so the
+        host ships compact arrays.
+      transforms: per-example host-side maps applied by the data pipeline.
+    """
+
+    init_model: Callable[[nnx.Rngs], nnx.Module]
+    loss: LossFn
+    train_source: Any
+    eval_source: Any = None
+    eval_metrics: EvalFn | None = None
+    prepare: Callable[[Batch], Batch] | None = None
+    transforms: Sequence[Callable[[dict], dict]] = ()
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """The trained model (and its parameter EMA, if kept) after `step` steps."""
+
+    model: nnx.Module
+    ema_model: nnx.Module | None
+    step: int
+    workdir: pathlib.Path
+
+
+def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> TrainResult:
+    """Builds the task named by `config.task` and trains it in `workdir` (resuming if possible)."""
+    from causalvision.train.tasks import build_task
+
+    workdir = pathlib.Path(workdir)
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    return train(build_task(config), config.trainer, workdir, shuffle=config.data.shuffle)
+
+
+def train(
+    task: Task,
+    config: TrainerConfig,
+    workdir: str | pathlib.Path,
+    *,
+    hooks: Sequence[Hook] = (),
+    shuffle: bool = True,
+) -> TrainResult:
+    """Trains `task` for `config.num_steps` steps, resuming from `workdir` if it has a checkpoint.
+
+    Writes `workdir/checkpoints/<step>/`, `metrics.jsonl` (train lines every `log_every`
+    steps, eval lines every `eval_every`), `curves.png` at the end and, with
+    `config.tensorboard`, TensorBoard events. `hooks` are called as `hook(step, model)` at
+    each evaluation and may return more metrics to log.
+
+    Raises:
+      NonFiniteLossError: the loss or gradients became non-finite; the run stops before any
+        checkpoint of the bad state is written.
+    """
+    _check_trainer_config(config)
+    workdir = pathlib.Path(workdir)
+    mesh = distributed.data_mesh()
+    if config.batch_size % mesh.size:
+        raise ValueError(
+            f"trainer.batch_size: {config.batch_size} is not divisible by the {mesh.size} devices"
+        )
+    process, processes = jax.process_index(), jax.process_count()
+    iterator = iter(
+        make_pipeline(
+            task.train_source,
+            batch_size=config.batch_size // processes,
+            seed=config.seed,
+            shuffle=shuffle,
+            shard=(process, processes),
+            transforms=task.transforms,
+        )
+    )
+
+    graphdef, state, shardings = _initial_state(task, config, mesh)
+    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
+    restored = checkpointer.restore(abstract_like(state), iterator)
+    if restored is not None:
+        _, state, _ = restored
+
+    step_fn = jax.jit(
+        _make_train_step(graphdef, task, config),
+        donate_argnums=0,
+        out_shardings=(shardings, distributed.replicated(mesh)),
+    )
+    eval_fn = _make_eval_fn(graphdef, task) if task.eval_metrics is not None else None
+    writer = MetricWriter(workdir, tensorboard=config.tensorboard) if process == 0 else None
+    stop = _StopRequest()
+    step = int(jax.device_get(state["step"]))
+
+    def save(at: int) -> None:
+        _raise_if_nonfinite(state, checkpointer)
+        meta = {"step": at, "processes": processes, "devices": mesh.size}
+        checkpointer.save(at, state, iterator, meta)
+
+    progress = tqdm(
+        total=config.num_steps,
+        initial=step,
+        desc="train",
+        disable=not config.progress or process != 0,
+        dynamic_ncols=True,
+    )
+    pending: list[Mapping[str, jax.Array]] = []
+    tick, tick_step = time.perf_counter(), step
+    try:
+        with stop.on_signals():
+            while step < config.num_steps and not stop.requested:
+                batch = distributed.put_batch(next(iterator), mesh)
+                state, metrics = step_fn(state, batch)
+                pending.append(metrics)
+                step += 1
+                progress.update(1)
+                if step % config.log_every == 0 or step == config.num_steps:
+                    _raise_if_nonfinite(state, checkpointer)
+                    now = time.perf_counter()
+                    rate = (step - tick_step) / max(now - tick, 1e-9)
+                    logged = _mean(pending)
+                    logged["steps_per_second"] = rate
+                    logged["examples_per_second"] = rate * config.batch_size
+                    pending, tick, tick_step = [], now, step
+                    progress.set_postfix(loss=f"{logged['loss']:.4g}")
+                    if writer is not None:
+                        writer.write(step, logged)
+                if config.eval_every and (
+                    step % config.eval_every == 0 or step == config.num_steps
+                ):
+                    results = _evaluate(task, eval_fn, state, graphdef, config, mesh, hooks, step)
+                    if writer is not None and results:
+                        writer.write(step, results, split="eval")
+                    tick = time.perf_counter()  # evaluation time is not training throughput
+                if step % config.checkpoint_every == 0:
+                    save(step)
+        if not checkpointer.steps() or checkpointer.steps()[-1] != step:
+            save(step)  # at exit: the last step, or where a SIGTERM stopped the run
+        checkpointer.wait()
+    finally:
+        progress.close()
+        checkpointer.close()
+        if writer is not None:
+            writer.close()
+    if writer is not None and writer.path.exists():
+        plot_curves(writer.path, workdir / "curves.png")
+    return _result(graphdef, state, step, workdir)
+
+
+def restore(
+    task: Task, config: TrainerConfig, workdir: str | pathlib.Path, step: int | None = None
+) -> TrainResult:
+    """The model (and EMA) of the newest readable checkpoint in `workdir`, or of `step`.
+
+    `task` and `config` must describe the run that wrote it (same model and optimiser);
+    the data sources are not read.
+    """
+    workdir = pathlib.Path(workdir)
+    mesh = distributed.data_mesh()
+    graphdef, state, _ = _initial_state(task, config, mesh)
+    with Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep) as checkpointer:
+        restored = checkpointer.restore(abstract_like(state), step=step)
+    if restored is None:
+        raise FileNotFoundError(f"workdir: no checkpoint in {workdir / 'checkpoints'}")
+    at, state, _ = restored
+    return _result(graphdef, state, at, workdir)
+
+
+def _initial_state(task: Task, config: TrainerConfig, mesh) -> tuple[nnx.GraphDef, dict, Any]:
+    """The step-0 training state on the mesh, its static graph and its shardings.
+
+    The state is a plain dict pytree: model and optimiser state, the step, the seed key (as
+    raw uint32 data, which every checkpoint format stores), the first non-finite step (-1 if
+    none) and, with `ema_decay`, the parameter EMA.
+    """
+    model = task.init_model(nnx.Rngs(config.seed))
+    optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+    graphdef, model_opt = nnx.split((model, optimizer))
+    state = {
+        "model_opt": model_opt,
+        "step": jnp.zeros((), jnp.int32),
+        "key": jax.random.key_data(jax.random.key(config.seed)),
+        "nonfinite_step": jnp.full((), -1, jnp.int32),
+    }
+    if config.ema_decay is not None:
+        state["ema"] = nnx.state(model, nnx.Param)
+    shardings = distributed.state_sharding(state, mesh)
+    return graphdef, distributed.put_state(state, shardings), shardings
+
+
+def _result(graphdef: nnx.GraphDef, state: dict, step: int, workdir: pathlib.Path) -> TrainResult:
+    model, _ = nnx.merge(graphdef, state["model_opt"])
+    ema_model = None
+    if "ema" in state:
+        ema_model, _ = nnx.merge(graphdef, state["model_opt"])
+        nnx.update(ema_model, state["ema"])
+    return TrainResult(model=model, ema_model=ema_model, step=step, workdir=workdir)
+
+
+def _check_trainer_config(config: TrainerConfig) -> None:
+    positive = ("num_steps", "batch_size", "log_every", "checkpoint_every", "max_to_keep")
+    for name in positive:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"trainer.{name}: expected a positive int, got {value!r}")
+    if config.eval_every is not None and config.eval_every < 1:
+        raise ValueError(
+            f"trainer.eval_every: expected a positive int or None, got {config.eval_every}"
+        )
+    if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
+        raise ValueError(f"trainer.ema_decay: expected in (0, 1) or None, got {config.ema_decay}")
+    if not config.learning_rate > 0:
+        raise ValueError(f"trainer.learning_rate: expected > 0, got {config.learning_rate}")
+    learning_rate_schedule(config)  # validates the schedule name
+
+
+def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) -> Callable:
+    schedule = learning_rate_schedule(config)
+
+    def train_step(state: dict, batch: Batch) -> tuple[dict, dict]:
+        model, optimizer = nnx.merge(graphdef, state["model_opt"])
+        step = state["step"]
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
+        if task.prepare is not None:
+            batch = task.prepare(batch)
+
+        def loss_fn(m):
+            return task.loss(m, batch, key)
+
+        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        optimizer.update(model, grads)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new_state = dict(state)
+        new_state["model_opt"] = nnx.state((model, optimizer))
+        new_state["step"] = step + 1
+        # Remember the first bad step; the host checks it before any checkpoint is written.
+        first_bad = (state["nonfinite_step"] < 0) & ~finite
+        new_state["nonfinite_step"] = jnp.where(first_bad, step, state["nonfinite_step"])
+        if "ema" in state:
+            decay = jnp.float32(config.ema_decay)
+            new_state["ema"] = jax.tree.map(
+                lambda e, p: decay * e + (1 - decay) * p, state["ema"], nnx.state(model, nnx.Param)
+            )
+        metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
+        metrics["learning_rate"] = jnp.asarray(schedule(step), jnp.float32)
+        return new_state, metrics
+
+    return train_step
+
+
+def _make_eval_fn(graphdef: nnx.GraphDef, task: Task) -> Callable:
+    @jax.jit
+    def eval_step(model_opt: Any, params: Any, batch: Batch) -> Mapping[str, jax.Array]:
+        model, _ = nnx.merge(graphdef, model_opt)
+        nnx.update(model, params)
+        if task.prepare is not None:
+            batch = task.prepare(batch)
+        return task.eval_metrics(model, batch)
+
+    return eval_step
+
+
+def _evaluate(task, eval_fn, state, graphdef, config, mesh, hooks, step) -> dict[str, float]:
+    """Eval metrics over the eval source (EMA parameters if kept), plus what hooks return."""
+    params = (
+        state["ema"]
+        if "ema" in state
+        else nnx.state(nnx.merge(graphdef, state["model_opt"])[0], nnx.Param)
+    )
+    results: dict[str, float] = {}
+    if eval_fn is not None and task.eval_source is not None:
+        batches = make_pipeline(
+            task.eval_source,
+            batch_size=config.batch_size // jax.process_count(),
+            shuffle=False,
+            num_epochs=1,
+            shard=(jax.process_index(), jax.process_count()),
+            transforms=task.transforms,
+        )
+        values = []
+        for k, batch in enumerate(batches):
+            if config.eval_batches is not None and k >= config.eval_batches:
+                break
+            values.append(eval_fn(state["model_opt"], params, distributed.put_batch(batch, mesh)))
+        if values:
+            results.update(_mean(values))
+    if hooks:
+        model, _ = nnx.merge(graphdef, state["model_opt"])
+        nnx.update(model, params)
+        for hook in hooks:
+            results.update({k: float(v) for k, v in (hook(step, model) or {}).items()})
+    return results
+
+
+def _mean(metrics: Sequence[Mapping[str, jax.Array]]) -> dict[str, float]:
+    host = jax.device_get(list(metrics))
+    return {name: float(np.mean([m[name] for m in host])) for name in host[0]}
+
+
+def _raise_if_nonfinite(state: dict, checkpointer: Checkpointer) -> None:
+    bad = int(jax.device_get(state["nonfinite_step"]))
+    if bad >= 0:
+        kept = checkpointer.steps()
+        where = f"step {kept[-1]} in {checkpointer.directory}" if kept else "none was written"
+        raise NonFiniteLossError(
+            f"the loss or its gradients became non-finite at step {bad}; stopping without "
+            f"saving. The last good checkpoint is kept ({where}). Lower the learning rate, "
+            "clip gradients (trainer.grad_clip_norm) or check the data."
+        )
+
+
+class _StopRequest:
+    """Turns SIGTERM/SIGINT into a flag, so the loop saves a checkpoint and exits cleanly."""
+
+    def __init__(self):
+        self.requested = False
+
+    def on_signals(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def handlers():
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+            def request(signum, frame):
+                if self.requested:  # a second signal: stop at once
+                    signal.signal(signum, previous[signum])
+                    raise KeyboardInterrupt
+                self.requested = True
+
+            for s in previous:
+                signal.signal(s, request)
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+        return handlers()
