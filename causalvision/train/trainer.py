@@ -28,6 +28,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from causalvision.data import make_pipeline
+from causalvision.scm._compat import lenient_promotion
 from causalvision.train import distributed
 from causalvision.train.checkpoint import Checkpointer, abstract_like
 from causalvision.train.config import Config, TrainerConfig
@@ -244,7 +245,8 @@ def _result(graphdef: nnx.GraphDef, state: dict, step: int, workdir: pathlib.Pat
     model, _ = nnx.merge(graphdef, state["model_opt"])
     ema_model = None
     if "ema" in state:
-        ema_model, _ = nnx.merge(graphdef, state["model_opt"])
+        # merge() may hand out the state's own Variables: clone before overwriting them.
+        ema_model = nnx.clone(model)
         nnx.update(ema_model, state["ema"])
     return TrainResult(model=model, ema_model=ema_model, step=step, workdir=workdir)
 
@@ -280,8 +282,10 @@ def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) 
             return task.loss(m, batch, key)
 
         (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        optimizer.update(model, grads)
-        grad_norm = optax.global_norm(grads)
+        with lenient_promotion():  # optax mixes its int step counters with floats
+            optimizer.update(model, grads)
+            learning_rate = jnp.asarray(schedule(step), jnp.float32)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new_state = dict(state)
         new_state["model_opt"] = nnx.state((model, optimizer))
@@ -295,7 +299,7 @@ def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) 
                 lambda e, p: decay * e + (1 - decay) * p, state["ema"], nnx.state(model, nnx.Param)
             )
         metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
-        metrics["learning_rate"] = jnp.asarray(schedule(step), jnp.float32)
+        metrics["learning_rate"] = learning_rate
         return new_state, metrics
 
     return train_step
@@ -338,7 +342,7 @@ def _evaluate(task, eval_fn, state, graphdef, config, mesh, hooks, step) -> dict
         if values:
             results.update(_mean(values))
     if hooks:
-        model, _ = nnx.merge(graphdef, state["model_opt"])
+        model = nnx.clone(nnx.merge(graphdef, state["model_opt"])[0])  # never alias the state
         nnx.update(model, params)
         for hook in hooks:
             results.update({k: float(v) for k, v in (hook(step, model) or {}).items()})
@@ -353,6 +357,7 @@ def _mean(metrics: Sequence[Mapping[str, jax.Array]]) -> dict[str, float]:
 def _raise_if_nonfinite(state: dict, checkpointer: Checkpointer) -> None:
     bad = int(jax.device_get(state["nonfinite_step"]))
     if bad >= 0:
+        checkpointer.wait()  # let the last good checkpoint finish before reporting it
         kept = checkpointer.steps()
         where = f"step {kept[-1]} in {checkpointer.directory}" if kept else "none was written"
         raise NonFiniteLossError(
