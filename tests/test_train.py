@@ -1,0 +1,279 @@
+"""The generic trainer in-process: updates, EMA, schedules, checkpoints, errors, configs, CLI."""
+
+import json
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from causalvision.cli import main as cli_main
+from causalvision.data import ArraySource
+from causalvision.train import (
+    Checkpointer,
+    NonFiniteLossError,
+    Task,
+    TrainerConfig,
+    apply_overrides,
+    learning_rate_schedule,
+    load_config,
+    read_metrics,
+    restore,
+    train,
+    train_and_evaluate,
+)
+
+EXPERIMENT = pathlib.Path(__file__).parent.parent / "experiments" / "morpho_oracle.py"
+
+
+class Scalar(nnx.Module):
+    def __init__(self, rngs: nnx.Rngs):
+        del rngs
+        self.w = nnx.Param(jnp.zeros((2,), jnp.float32))
+
+
+TARGET = np.array([3.0, -4.0], np.float32)
+
+
+def _quadratic_task(x: np.ndarray | None = None) -> Task:
+    """loss = ½‖w - target‖² (+ 0·mean(x), so NaN in the data makes it NaN)."""
+    x = np.zeros((64, 1), np.float32) if x is None else x
+
+    def loss(model, batch, key):
+        del key
+        w = model.w[...]
+        value = 0.5 * jnp.sum((w - jnp.asarray(TARGET)) ** 2) + 0.0 * jnp.mean(batch["x"])
+        return value, {"w0": w[0]}
+
+    return Task(init_model=Scalar, loss=loss, train_source=ArraySource({"x": x}))
+
+
+def _config(**overrides) -> TrainerConfig:
+    settings = dict(
+        num_steps=12,
+        batch_size=8,
+        optimizer="sgd",
+        learning_rate=0.05,
+        grad_clip_norm=2.0,
+        ema_decay=0.8,
+        log_every=3,
+        checkpoint_every=4,
+        progress=False,
+    )
+    settings.update(overrides)
+    return TrainerConfig(**settings)
+
+
+def _numpy_trajectory(config: TrainerConfig) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """SGD with momentum 0.9 after global-norm clipping, and the EMA, written out by hand.
+
+    Returns the final parameters, their EMA and the gradient norm of every step.
+    """
+    w = np.zeros(2, np.float64)
+    ema = w.copy()
+    momentum = np.zeros(2)
+    schedule = learning_rate_schedule(config)
+    norms = []
+    for step in range(config.num_steps):
+        grad = w - TARGET
+        norm = np.linalg.norm(grad)
+        norms.append(float(norm))
+        grad = grad * min(1.0, config.grad_clip_norm / norm)
+        momentum = 0.9 * momentum + grad
+        w = w - float(schedule(step)) * momentum
+        ema = config.ema_decay * ema + (1 - config.ema_decay) * w
+    return w, ema, norms
+
+
+def test_updates_clipping_schedule_and_ema_match_a_hand_written_optimiser(tmp_path):
+    config = _config(schedule="warmup_cosine", warmup_steps=3)
+    result = train(_quadratic_task(), config, tmp_path)
+    w, ema, norms = _numpy_trajectory(config)
+    np.testing.assert_allclose(np.asarray(result.model.w[...]), w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(result.ema_model.w[...]), ema, rtol=1e-5, atol=1e-6)
+    # Clipping mattered: the first gradient has norm 5 > 2.
+    unclipped, _, _ = _numpy_trajectory(
+        _config(schedule="warmup_cosine", warmup_steps=3, grad_clip_norm=1e9)
+    )
+    assert np.abs(unclipped - w).max() > 1e-2
+
+    train_lines = read_metrics(tmp_path / "metrics.jsonl")["train"]
+    assert [r["step"] for r in train_lines] == [3, 6, 9, 12]
+    # Logged metrics are means over the logging period; norms are before clipping (5 at first).
+    assert norms[0] == pytest.approx(5.0)
+    logged = [r["grad_norm"] for r in train_lines]
+    assert logged == pytest.approx([np.mean(norms[k : k + 3]) for k in (0, 3, 6, 9)], rel=1e-5)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [8, 12]  # max_to_keep=2
+
+
+def test_learning_rate_schedules():
+    warm = learning_rate_schedule(_config(schedule="warmup_cosine", warmup_steps=4, num_steps=20))
+    assert float(warm(0)) == 0.0
+    assert float(warm(4)) == pytest.approx(0.05)
+    assert float(warm(20)) == pytest.approx(0.0, abs=1e-7)
+    cosine = learning_rate_schedule(_config(schedule="cosine", num_steps=10))
+    assert float(cosine(5)) == pytest.approx(0.025)
+    constant = learning_rate_schedule(_config(schedule="constant", warmup_steps=2))
+    assert [float(constant(s)) for s in (0, 1, 2, 7)] == pytest.approx([0.0, 0.025, 0.05, 0.05])
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    straight = train(_quadratic_task(), _config(), tmp_path / "straight")
+    train(_quadratic_task(), _config(num_steps=8), tmp_path / "split")
+    # A longer run in the same workdir picks up at step 8 (same schedule: constant).
+    resumed = train(_quadratic_task(), _config(), tmp_path / "split")
+    assert resumed.step == 12
+    np.testing.assert_array_equal(
+        np.asarray(resumed.model.w[...]), np.asarray(straight.model.w[...])
+    )
+    restored = restore(_quadratic_task(), _config(), tmp_path / "split")
+    np.testing.assert_array_equal(
+        np.asarray(restored.model.w[...]), np.asarray(straight.model.w[...])
+    )
+
+
+def test_non_finite_loss_stops_without_overwriting_a_good_checkpoint(tmp_path):
+    x = np.zeros((128, 1), np.float32)
+    x[8 * 9] = np.nan  # unshuffled: the 10th batch (step index 9) holds the NaN
+    task = _quadratic_task(x)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at step 9.*step 8"):
+        train(task, _config(log_every=1), tmp_path, shuffle=False)
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [4, 8]
+    good = restore(task, _config(), tmp_path)
+    assert good.step == 8 and np.isfinite(np.asarray(good.model.w[...])).all()
+
+
+def test_corrupted_and_partial_checkpoints_are_skipped_with_a_warning(tmp_path):
+    train(_quadratic_task(), _config(num_steps=8), tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    reference = restore(_quadratic_task(), _config(), tmp_path, step=4)
+    # A half-written save (what a kill during a save leaves) and a damaged finished one.
+    shutil.copytree(checkpoints / "4", checkpoints / "12.orbax-checkpoint-tmp")
+    for path in (checkpoints / "8" / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    assert Checkpointer(checkpoints).steps() == [4, 8]
+    with pytest.warns(UserWarning, match=r"skipping unreadable checkpoint .*8"):
+        restored = restore(_quadratic_task(), _config(), tmp_path)
+    assert restored.step == 4
+    np.testing.assert_array_equal(
+        np.asarray(restored.model.w[...]), np.asarray(reference.model.w[...])
+    )
+    with pytest.raises(ValueError, match=r"step: checkpoint 8 .* unreadable"):
+        restore(_quadratic_task(), _config(), tmp_path, step=8)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"num_steps": 0}, "trainer.num_steps"),
+        ({"batch_size": 3.5}, "trainer.batch_size"),
+        ({"ema_decay": 1.0}, "trainer.ema_decay"),
+        ({"schedule": "linear"}, "trainer.schedule"),
+        ({"optimizer": "lion"}, "trainer.optimizer"),
+        ({"learning_rate": 0.0}, "trainer.learning_rate"),
+        ({"grad_clip_norm": -1.0}, "trainer.grad_clip_norm"),
+    ],
+)
+def test_bad_trainer_settings_are_named(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        train(_quadratic_task(), _config(**override), tmp_path)
+
+
+def test_batch_must_divide_over_devices(tmp_path, monkeypatch):
+    from causalvision.train import distributed
+
+    monkeypatch.setattr(distributed, "data_mesh", lambda: _FakeMesh(3))
+    with pytest.raises(ValueError, match="batch_size: 8 is not divisible by the 3 devices"):
+        train(_quadratic_task(), _config(), tmp_path)
+
+
+class _FakeMesh:
+    def __init__(self, size):
+        self.size = size
+
+
+def test_config_files_presets_and_overrides():
+    config = load_config(f"{EXPERIMENT}:tiny", ["trainer.num_steps=7", "trainer.ema_decay=None"])
+    assert config.trainer.num_steps == 7 and config.trainer.ema_decay is None
+    assert config.data.size == 256  # the tiny preset
+    assert load_config(EXPERIMENT).trainer.num_steps == 5_000
+    changed = apply_overrides(
+        config, ["model.widths=(4, 8)", "data.name=pendulum", "trainer.learning_rate=1"]
+    )
+    assert changed.model["widths"] == (4, 8) and changed.data.name == "pendulum"
+    assert changed.trainer.learning_rate == 1.0 and isinstance(changed.trainer.learning_rate, float)
+    assert config.data.name == "morpho_digits"  # overrides copy, never mutate
+    for bad, message in [
+        (["trainer.num_steps=many"], "expected int"),
+        (["trainer.bogus=1"], "unknown field 'bogus'"),
+        (["nothing"], "expected key=value"),
+        (["trainer.num_steps=None"], "None is not allowed"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            apply_overrides(config, bad)
+    with pytest.raises(ValueError, match="no such file"):
+        load_config("experiments/missing.py")
+    with pytest.raises(ValueError, match="preset"):
+        load_config(f"{EXPERIMENT}:huge")
+
+
+def test_train_and_evaluate_the_tiny_experiment_end_to_end(tmp_path):
+    config = load_config(
+        f"{EXPERIMENT}:tiny", ["trainer.tensorboard=True", "trainer.ema_decay=0.5"]
+    )
+    result = train_and_evaluate(config, tmp_path)
+    assert result.step == 20
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["task"] == "attribute_predictor" and saved["trainer"]["num_steps"] == 20
+    metrics = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in metrics["train"]] == [5, 10, 15, 20]
+    assert [r["step"] for r in metrics["eval"]] == [10, 20]
+    last = metrics["eval"][-1]
+    assert 0.0 <= last["digit_accuracy"] <= 1.0 and last["thickness_mae"] > 0
+    assert all(np.isfinite(r["loss"]) for r in metrics["train"])
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    predictions = result.ema_model(jnp.zeros((2, 32, 32, 1), jnp.float32))
+    assert predictions["digit"].shape == (2, 10) and predictions["thickness"].shape == (2,)
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    status = cli_main(
+        ["train", f"{EXPERIMENT}:tiny", "--workdir", str(tmp_path), "--set", "trainer.num_steps=x"]
+    )
+    assert status == 2
+    assert "trainer.num_steps: expected int" in capsys.readouterr().err
+    assert cli_main(["data", "build", "imagenet", "--size", "4", "--data-dir", str(tmp_path)]) == 2
+    assert "morpho_digits" in capsys.readouterr().err
+
+
+def test_cli_builds_a_dataset(tmp_path, capsys):
+    status = cli_main(
+        ["data", "build", "morpho_digits", "--size", "8", "--data-dir", str(tmp_path)]
+    )
+    assert status == 0
+    assert "built morpho_digits" in capsys.readouterr().out
+    from causalvision.data import load_source
+
+    source = load_source("morpho_digits", "train", data_dir=tmp_path)
+    assert len(source) == 8 and source[3]["image"].dtype == np.uint8
+
+
+def test_loss_sees_a_different_key_every_step(tmp_path):
+    seen = []
+
+    def loss(model, batch, key):
+        value = 0.5 * jnp.sum(model.w[...] ** 2) + 0.0 * jnp.mean(batch["x"])
+        return value, {"draw": jax.random.uniform(key)}
+
+    task = Task(
+        init_model=Scalar, loss=loss, train_source=ArraySource({"x": np.zeros((16, 1), np.float32)})
+    )
+    train(task, _config(log_every=1, num_steps=4), tmp_path)
+    seen = [r["draw"] for r in read_metrics(tmp_path / "metrics.jsonl")["train"]]
+    assert len(set(seen)) == 4
