@@ -2,6 +2,7 @@
 
   causalvision data build NAME [--size N] [--data-dir DIR] [--seed S]
   causalvision train CONFIG --workdir DIR [--set key=value ...]
+      [--coordinator-address HOST:PORT --num-processes N --process-id K]
 
 Heavy imports happen inside each sub-command so `causalvision --help` is instant.
 """
@@ -22,8 +23,10 @@ def _data_build(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from causalvision.train import load_config, train_and_evaluate
+    from causalvision.train import initialize, load_config, train_and_evaluate
 
+    # Join the other processes before anything touches a device.
+    initialize(args.coordinator_address, args.num_processes, args.process_id)
     config = load_config(args.config, overrides=args.set)
     train_and_evaluate(config, args.workdir)
     return 0
@@ -52,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config field (dotted keys allowed); repeatable",
     )
+    cluster = train.add_argument_group(
+        "multi-host", "one process per host; TPU pods, Slurm and Open MPI are detected"
+    )
+    cluster.add_argument("--coordinator-address", default=None, help="host:port of process 0")
+    cluster.add_argument("--num-processes", type=int, default=None)
+    cluster.add_argument("--process-id", type=int, default=None)
     train.set_defaults(run=_train)
     return parser
 

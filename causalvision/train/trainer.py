@@ -80,15 +80,21 @@ class TrainResult:
     workdir: pathlib.Path
 
 
-def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> TrainResult:
-    """Builds the task named by `config.task` and trains it in `workdir` (resuming if possible)."""
+def train_and_evaluate(
+    config: Config, workdir: str | pathlib.Path, *, hooks: Sequence[Hook] = ()
+) -> TrainResult:
+    """Builds the task named by `config.task` and trains it in `workdir` (resuming if possible).
+
+    `hooks` are evaluation hooks as for `train`.
+    """
     from causalvision.train.tasks import build_task
 
     workdir = pathlib.Path(workdir)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-    return train(build_task(config), config.trainer, workdir, shuffle=config.data.shuffle)
+    task = build_task(config)
+    return train(task, config.trainer, workdir, hooks=hooks, shuffle=config.data.shuffle)
 
 
 def train(
