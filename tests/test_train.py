@@ -58,7 +58,7 @@ def _config(**overrides) -> TrainerConfig:
         optimizer="sgd",
         learning_rate=0.05,
         grad_clip_norm=2.0,
-        ema_decay=0.8,
+        ema_decay=0.3,  # capped from step 3 on; warm-up before
         log_every=3,
         checkpoint_every=4,
         progress=False,
@@ -84,7 +84,8 @@ def _numpy_trajectory(config: TrainerConfig) -> tuple[np.ndarray, np.ndarray, li
         grad = grad * min(1.0, config.grad_clip_norm / norm)
         momentum = 0.9 * momentum + grad
         w = w - float(schedule(step)) * momentum
-        ema = config.ema_decay * ema + (1 - config.ema_decay) * w
+        decay = min(config.ema_decay, (1 + step) / (10 + step))
+        ema = decay * ema + (1 - decay) * w
     return w, ema, norms
 
 

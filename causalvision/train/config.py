@@ -25,7 +25,9 @@ class TrainerConfig:
     `batch_size` is the global batch over all devices and processes; it must be divisible by
     the number of devices. The learning rate follows `schedule` ("constant", "cosine" or
     "warmup_cosine", with `warmup_steps`), after clipping gradients to `grad_clip_norm`.
-    `ema_decay` keeps an exponential moving average of the parameters, used for evaluation.
+    `ema_decay` keeps an exponential moving average of the parameters, used for evaluation;
+    the decay of step k is `min(ema_decay, (1 + k) / (10 + k))`, so early steps forget the
+    initialisation quickly.
     """
 
     num_steps: int = 1000

@@ -300,7 +300,10 @@ def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) 
         first_bad = (state["nonfinite_step"] < 0) & ~finite
         new_state["nonfinite_step"] = jnp.where(first_bad, step, state["nonfinite_step"])
         if "ema" in state:
-            decay = jnp.float32(config.ema_decay)
+            # Warm the decay up as (1 + k) / (10 + k): with a fixed 0.999 the initial
+            # parameters would still weigh 37% after 1000 steps.
+            count = (step + 1).astype(jnp.float32)
+            decay = jnp.minimum(jnp.float32(config.ema_decay), count / (count + 9))
             new_state["ema"] = jax.tree.map(
                 lambda e, p: decay * e + (1 - decay) * p, state["ema"], nnx.state(model, nnx.Param)
             )
