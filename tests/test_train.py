@@ -227,13 +227,20 @@ def test_train_and_evaluate_the_tiny_experiment_end_to_end(tmp_path):
     config = load_config(
         f"{EXPERIMENT}:tiny", ["trainer.tensorboard=True", "trainer.ema_decay=0.5"]
     )
-    result = train_and_evaluate(config, tmp_path)
-    assert result.step == 20
+    calls = []
+
+    def hook(step, model):
+        calls.append(step)
+        return {"hook_step": float(step)}
+
+    result = train_and_evaluate(config, tmp_path, hooks=[hook])
+    assert result.step == 20 and calls == [10, 20]
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["task"] == "attribute_predictor" and saved["trainer"]["num_steps"] == 20
     metrics = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in metrics["train"]] == [5, 10, 15, 20]
     assert [r["step"] for r in metrics["eval"]] == [10, 20]
+    assert [r["hook_step"] for r in metrics["eval"]] == [10.0, 20.0]
     last = metrics["eval"][-1]
     assert 0.0 <= last["digit_accuracy"] <= 1.0 and last["thickness_mae"] > 0
     assert all(np.isfinite(r["loss"]) for r in metrics["train"])
@@ -278,3 +285,15 @@ def test_loss_sees_a_different_key_every_step(tmp_path):
     train(task, _config(log_every=1, num_steps=4), tmp_path)
     seen = [r["draw"] for r in read_metrics(tmp_path / "metrics.jsonl")["train"]]
     assert len(set(seen)) == 4
+
+
+def test_train_from_a_built_tfds_dataset(tmp_path):
+    from causalvision.data import build_dataset
+
+    build_dataset("morpho_digits", size=120, data_dir=tmp_path / "data", progress=False)
+    overrides = ["data.source=tfds", f"data.data_dir={str(tmp_path / 'data')!r}"]
+    overrides += ["trainer.num_steps=6", "trainer.eval_every=6", "trainer.log_every=3"]
+    result = train_and_evaluate(load_config(f"{EXPERIMENT}:tiny", overrides), tmp_path / "run")
+    assert result.step == 6
+    evaluation = read_metrics(tmp_path / "run" / "metrics.jsonl")["eval"]
+    assert evaluation[-1]["step"] == 6 and np.isfinite(evaluation[-1]["thickness_mae"])
