@@ -72,6 +72,10 @@ def plot_curves(metrics_path: str | pathlib.Path, out_path: str | pathlib.Path) 
             if points:
                 steps, values = zip(*points, strict=True)
                 axis.plot(steps, values, marker="." if split != "train" else None, label=split)
+        values = [r[name] for rows in splits.values() for r in rows if name in r]
+        finite = [v for v in values if math.isfinite(v)]
+        if finite and min(finite) > 0 and max(finite) > 20 * min(finite):
+            axis.set_yscale("log")  # losses span decades; a linear axis flattens the tail
         axis.set_title(name)
         axis.set_xlabel("step")
         axis.legend(fontsize="small")
