@@ -108,7 +108,10 @@ class GeneratedSource:
       seed: generator seed; example `i` depends only on `(seed, i)` (and `chunk_size`).
       chunk_size: examples rendered together; part of the data's identity (changing it
         changes which key draws example `i`).
-      cache_chunks: rendered chunks kept in memory (least recently used are dropped).
+      cache_chunks: rendered chunks kept in memory, least recently used dropped first; the
+        default None keeps every chunk (about 1 KB per Morpho example, S·S·3 bytes per
+        pendulum one), so a shuffled epoch renders each chunk once. A small bound makes a
+        shuffled read re-render a chunk for almost every example (~30 images/s).
 
     `source[i]` is a dict of numpy arrays for one example, no batch axis:
 
@@ -135,7 +138,7 @@ class GeneratedSource:
         seed: int = 0,
         chunk_size: int = 256,
         *,
-        cache_chunks: int = 8,
+        cache_chunks: int | None = None,
     ):
         # An instance, not a name: the pendulum's image size is part of the data.
         if not isinstance(dataset, MorphoDigits | Pendulum):
@@ -147,7 +150,9 @@ class GeneratedSource:
             raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
         self.seed = int(seed)
         self.chunk_size = _positive_int(chunk_size, "chunk_size")
-        self.cache_chunks = _positive_int(cache_chunks, "cache_chunks")
+        self.cache_chunks = (
+            None if cache_chunks is None else _positive_int(cache_chunks, "cache_chunks")
+        )
         self._init_cache()
 
     def _init_cache(self) -> None:
@@ -204,7 +209,7 @@ class GeneratedSource:
                 return self._cache[chunk]
             data = self._render_chunk(chunk)
             self._cache[chunk] = data
-            while len(self._cache) > self.cache_chunks:
+            while self.cache_chunks is not None and len(self._cache) > self.cache_chunks:
                 self._cache.popitem(last=False)
             return data
 
