@@ -44,6 +44,8 @@ class AttributePredictor(nnx.Module):
       continuous: names of real-valued attributes, each predicted as one standardised number.
       widths: convolution widths of the encoder.
       hidden: width of the dense layer shared by all heads.
+      standardise: `{attribute: (offset, scale)}` of the continuous targets, so
+        `natural(predictions)` can return values in the attributes' own units.
 
     Returns from `__call__(images)` `(N, H, W, C)` float: a dict of `(N, K)` logits per
     categorical attribute and `(N,)` per continuous one.
@@ -57,6 +59,7 @@ class AttributePredictor(nnx.Module):
         *,
         widths: Sequence[int] = (32, 64, 128),
         hidden: int = 128,
+        standardise: dict[str, tuple[float, float]] | None = None,
         rngs: nnx.Rngs,
     ):
         if len(image_shape) != 3:
@@ -65,6 +68,10 @@ class AttributePredictor(nnx.Module):
             raise ValueError("num_classes, continuous: need at least one attribute to predict")
         self.num_classes = dict(num_classes)
         self.continuous = tuple(continuous)
+        standardise = standardise or {}
+        self.standardise = tuple(
+            (n, tuple(float(v) for v in standardise.get(n, (0.0, 1.0)))) for n in self.continuous
+        )
         self.encoder = ConvEncoder(image_shape[-1], widths, rngs=rngs)
         self.hidden = nnx.Linear(widths[-1], hidden, rngs=rngs)
         outputs = sum(self.num_classes.values()) + len(self.continuous)
@@ -80,3 +87,10 @@ class AttributePredictor(nnx.Module):
             predictions[name] = out[:, start]
             start += 1
         return predictions
+
+    def natural(self, predictions: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Predictions in the attributes' units: class indices and de-standardised values."""
+        out = {name: jnp.argmax(predictions[name], -1) for name in self.num_classes}
+        for name, (offset, scale) in self.standardise:
+            out[name] = predictions[name] * jnp.float32(scale) + jnp.float32(offset)
+        return out

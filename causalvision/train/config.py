@@ -14,7 +14,7 @@ import importlib.util
 import pathlib
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -75,6 +75,17 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def config_from_dict(values: Mapping[str, Any]) -> Config:
+    """The `Config` that `dataclasses.asdict` (e.g. a run's config.json) describes."""
+    model = {k: tuple(v) if isinstance(v, list) else v for k, v in values.get("model", {}).items()}
+    return Config(
+        task=values["task"],
+        data=DataConfig(**values.get("data", {})),
+        trainer=TrainerConfig(**values.get("trainer", {})),
+        model=model,
+    )
 
 
 def load_config(spec: str | pathlib.Path, overrides: Sequence[str] = ()) -> Config:

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -27,6 +29,8 @@ from causalvision.train.config import Config
 from causalvision.train.trainer import Task
 
 _TASKS: dict[str, Callable[[Config], Task]] = {}
+# Tasks whose model can be built without their data (fast restores for inference).
+_MODEL_BUILDERS: dict[str, Callable[[Config], Callable[[nnx.Rngs], Any]]] = {}
 
 # What each synthetic dataset's attributes are: categorical (with class counts) or real.
 DATASET_ATTRIBUTES: dict[str, tuple[dict[str, int], tuple[str, ...]]] = {
@@ -35,14 +39,38 @@ DATASET_ATTRIBUTES: dict[str, tuple[dict[str, int], tuple[str, ...]]] = {
 }
 
 
-def register_task(name: str) -> Callable[[Callable[[Config], Task]], Callable[[Config], Task]]:
-    """Decorator: makes a `Config -> Task` builder available as `Config(task=name)`."""
+def register_task(
+    name: str, *, model: Callable[[Config], Callable[[nnx.Rngs], Any]] | None = None
+) -> Callable[[Callable[[Config], Task]], Callable[[Config], Task]]:
+    """Decorator: makes a `Config -> Task` builder available as `Config(task=name)`.
+
+    `model`, if given, builds the task's `init_model` from the config alone, so a trained
+    model can be restored without rendering or reading its data.
+    """
 
     def register(builder: Callable[[Config], Task]) -> Callable[[Config], Task]:
         _TASKS[name] = builder
+        if model is not None:
+            _MODEL_BUILDERS[name] = model
         return builder
 
     return register
+
+
+def build_model_task(config: Config) -> Task:
+    """A `Task` good for restoring the model of `config` (data sources may be empty)."""
+    if config.task in _MODEL_BUILDERS:
+        empty = ArraySource({"index": np.zeros((1,), np.int32)})
+        return Task(
+            init_model=_MODEL_BUILDERS[config.task](config),
+            loss=_no_loss,
+            train_source=empty,
+        )
+    return build_task(config)
+
+
+def _no_loss(model, batch, key):
+    raise RuntimeError("a task built for restoring cannot train")
 
 
 def build_task(config: Config) -> Task:
@@ -126,7 +154,13 @@ def attribute_predictor(config: Config) -> Task:
 
     def init_model(rngs: nnx.Rngs) -> AttributePredictor:
         return AttributePredictor(
-            image_shape, categorical, continuous, widths=widths, hidden=hidden, rngs=rngs
+            image_shape,
+            categorical,
+            continuous,
+            widths=widths,
+            hidden=hidden,
+            standardise=stats,
+            rngs=rngs,
         )
 
     def prepare(batch):
@@ -171,3 +205,72 @@ def attribute_predictor(config: Config) -> Task:
         prepare=prepare,
         transforms=(SelectKeys(keys),),
     )
+
+
+@register_task("deep_scm", model=lambda config: deep_scm_builder(config.model))
+def deep_scm(config: Config) -> Task:
+    """A deep SCM of Morpho digits: attribute flows plus an HVAE or VAE image mechanism.
+
+    `config.model["image_model"]` is "hvae" (default) or "vae"; every other key of
+    `config.model` sets a field of `HVAEConfig` / `VAEConfig`. The loss is the image's
+    negative ELBO (nats per pixel) plus the attributes' negative log-likelihoods.
+    """
+    if config.data.name != "morpho_digits":
+        raise ValueError(
+            f"data.name: the deep_scm task models morpho_digits, got {config.data.name!r}"
+        )
+    keys = ("image", "digit", "thickness", "intensity")
+    train_source, eval_source = dataset_sources(config, keys)
+    init_model = deep_scm_builder(config.model)
+
+    def prepare(batch):
+        return {
+            "image": batch["image"].astype(jnp.float32),
+            "digit": batch["digit"].astype(jnp.int32),
+            "thickness": batch["thickness"].astype(jnp.float32),
+            "intensity": batch["intensity"].astype(jnp.float32),
+        }
+
+    def loss(model, batch, key):
+        return model.loss(batch, key)
+
+    def eval_metrics(model, batch):
+        value, metrics = model.loss(batch, jax.random.key(0))
+        return {"loss": value, **metrics}
+
+    return Task(
+        init_model=init_model,
+        loss=loss,
+        train_source=train_source,
+        eval_source=eval_source,
+        eval_metrics=eval_metrics,
+        prepare=prepare,
+        transforms=(SelectKeys(keys),),
+    )
+
+
+def deep_scm_builder(settings: Mapping[str, Any]) -> Callable[[nnx.Rngs], Any]:
+    """`rngs -> DeepSCM` for Morpho digits from `config.model` settings."""
+    from causalvision.nn.deep_scm import MORPHO_ATTRIBUTES, DeepSCM
+
+    settings = dict(settings)
+    kind = settings.pop("image_model", "hvae")
+    if kind == "hvae":
+        from causalvision.nn.hvae import HVAE as model_type
+        from causalvision.nn.hvae import HVAEConfig as config_type
+    elif kind == "vae":
+        from causalvision.nn.vae import VAE as model_type
+        from causalvision.nn.vae import VAEConfig as config_type
+    else:
+        raise ValueError(f"model.image_model: expected 'hvae' or 'vae', got {kind!r}")
+    fields = {f.name: f.type for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise ValueError(f"model: unknown {kind} settings {unknown}; known: {sorted(fields)}")
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    image_config = config_type(**settings)
+
+    def init_model(rngs: nnx.Rngs) -> DeepSCM:
+        return DeepSCM(MORPHO_ATTRIBUTES, model_type(image_config, rngs=rngs), rngs=rngs)
+
+    return init_model

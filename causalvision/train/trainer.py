@@ -206,6 +206,23 @@ def train(
     return _result(graphdef, state, step, workdir)
 
 
+def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Config, TrainResult]:
+    """The config and trained model of a `train_and_evaluate` run in `workdir`.
+
+    Reads `config.json`, rebuilds the model (without its data where the task allows) and
+    restores the newest readable checkpoint, or `step`.
+    """
+    from causalvision.train.config import config_from_dict
+    from causalvision.train.tasks import build_model_task
+
+    workdir = pathlib.Path(workdir)
+    path = workdir / "config.json"
+    if not path.is_file():
+        raise ValueError(f"workdir: {str(workdir)!r} has no config.json; is it a training run?")
+    config = config_from_dict(json.loads(path.read_text()))
+    return config, restore(build_model_task(config), config.trainer, workdir, step=step)
+
+
 def restore(
     task: Task, config: TrainerConfig, workdir: str | pathlib.Path, step: int | None = None
 ) -> TrainResult:

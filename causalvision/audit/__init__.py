@@ -1,0 +1,25 @@
+"""Counterfactual audits: image grids and counterfactuals of trained deep SCMs."""
+
+from causalvision.audit.counterfactuals import (
+    attribute_oracle,
+    counterfactual_rows,
+    evaluate_run,
+    held_out_examples,
+    load_deep_scm,
+    model_counterfactual,
+    parse_do,
+    true_counterfactual,
+)
+from causalvision.audit.grids import counterfactual_grid
+
+__all__ = [
+    "attribute_oracle",
+    "counterfactual_grid",
+    "counterfactual_rows",
+    "evaluate_run",
+    "held_out_examples",
+    "load_deep_scm",
+    "model_counterfactual",
+    "parse_do",
+    "true_counterfactual",
+]
