@@ -1,6 +1,18 @@
 """Flax NNX building blocks for causal image models."""
 
 from causalvision.nn.classifiers import AttributePredictor, ConvEncoder
+from causalvision.nn.deep_scm import MORPHO_ATTRIBUTES, Attribute, DeepSCM
+from causalvision.nn.flows import (
+    ConditionalAffine,
+    ConditionalFlow,
+    ConditionalSpline,
+    FlowMechanism,
+    Interval,
+    Positive,
+    fit_flow_mechanism,
+    rational_quadratic_spline,
+)
+from causalvision.nn.hvae import HVAE, HVAEConfig, discretized_gaussian_log_likelihood
 from causalvision.nn.image_mechanism import (
     ImageMechanism,
     LatentImageModel,
@@ -10,11 +22,25 @@ from causalvision.nn.image_mechanism import (
 )
 
 __all__ = [
+    "HVAE",
+    "MORPHO_ATTRIBUTES",
+    "Attribute",
     "AttributePredictor",
+    "ConditionalAffine",
+    "ConditionalFlow",
+    "ConditionalSpline",
     "ConvEncoder",
+    "DeepSCM",
+    "FlowMechanism",
+    "HVAEConfig",
     "ImageMechanism",
+    "Interval",
     "LatentImageModel",
     "ParentEncoding",
+    "Positive",
+    "discretized_gaussian_log_likelihood",
+    "fit_flow_mechanism",
     "from_pixels",
+    "rational_quadratic_spline",
     "to_pixels",
 ]
