@@ -20,10 +20,12 @@ from causalvision.nn.image_mechanism import (
     from_pixels,
     to_pixels,
 )
+from causalvision.nn.vae import VAE, VAEConfig
 
 __all__ = [
     "HVAE",
     "MORPHO_ATTRIBUTES",
+    "VAE",
     "Attribute",
     "AttributePredictor",
     "ConditionalAffine",
@@ -38,6 +40,7 @@ __all__ = [
     "LatentImageModel",
     "ParentEncoding",
     "Positive",
+    "VAEConfig",
     "discretized_gaussian_log_likelihood",
     "fit_flow_mechanism",
     "from_pixels",
