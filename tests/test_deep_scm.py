@@ -122,3 +122,15 @@ def test_bad_inputs_are_named(trained_run):
             context_dim=5, widths=(8, 16, 16), encoder="32b1d4,8b1d8,1b1", decoder="1b1,8b1,32b1"
         )
         DeepSCM(MORPHO_ATTRIBUTES, HVAE(tiny, rngs=rngs), rngs=rngs)
+
+
+def test_the_vae_deep_scm_trains_and_answers_counterfactuals(tmp_path):
+    vae = pathlib.Path(__file__).parent.parent / "experiments" / "morpho_vae.py"
+    train_and_evaluate(load_config(f"{vae}:tiny"), tmp_path)
+    config, model, scm = load_deep_scm(tmp_path)
+    assert type(model.image_model).__name__ == "VAE"
+    examples = held_out_examples(config, 4)
+    cf = model_counterfactual(scm, examples, {"intensity": 100.0})
+    assert cf["image"].shape == (4, 32, 32, 1)
+    null = model_counterfactual(scm, examples, {"digit": examples["digit"].astype(np.float32)})
+    np.testing.assert_allclose(np.asarray(null["image"]), examples["image"], atol=2e-3)
