@@ -297,3 +297,25 @@ def test_train_from_a_built_tfds_dataset(tmp_path):
     assert result.step == 6
     evaluation = read_metrics(tmp_path / "run" / "metrics.jsonl")["eval"]
     assert evaluation[-1]["step"] == 6 and np.isfinite(evaluation[-1]["thickness_mae"])
+
+
+def test_only_trainable_variables_change(tmp_path):
+    class Two(nnx.Module):
+        def __init__(self, rngs):
+            self.trained = nnx.Param(jnp.zeros((2,), jnp.float32))
+            self.frozen = nnx.Param(jnp.ones((2,), jnp.float32))
+
+    def loss(model, batch, key):
+        del key
+        both = model.trained[...] + model.frozen[...]
+        return jnp.sum((both - 3.0) ** 2) + 0.0 * jnp.mean(batch["x"]), {}
+
+    task = Task(
+        init_model=Two,
+        loss=loss,
+        train_source=ArraySource({"x": np.zeros((16, 1), np.float32)}),
+        trainable=nnx.All(nnx.Param, nnx.PathContains("trained")),
+    )
+    result = train(task, _config(num_steps=40, ema_decay=None, learning_rate=0.1), tmp_path)
+    np.testing.assert_array_equal(np.asarray(result.model.frozen[...]), 1.0)
+    np.testing.assert_allclose(np.asarray(result.model.trained[...]), 2.0, atol=0.05)

@@ -20,9 +20,11 @@ ATTRIBUTES = ("digit", "thickness", "intensity")
 def load_deep_scm(workdir: str | pathlib.Path) -> tuple[Config, Any, SCM]:
     """(config, trained `DeepSCM` — EMA weights if kept —, its `SCM`) of a run in `workdir`."""
     config, result = load_run(workdir)
-    if config.task != "deep_scm":
+    if config.task not in ("deep_scm", "deep_scm_cf"):
         raise ValueError(f"workdir: holds a {config.task!r} run, not a deep_scm one")
     model = result.ema_model if result.ema_model is not None else result.model
+    if config.task == "deep_scm_cf":  # counterfactually fine-tuned: the tuner wraps the SCM
+        model = model.deep
     return config, model, model.scm()
 
 

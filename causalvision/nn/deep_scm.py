@@ -164,8 +164,10 @@ class DeepSCM(nnx.Module):
         out: dict[str, Any] = {}
         for a in self.attributes:
             if a.kind == "categorical":
-                probs = jax.nn.softmax(self.logits[a.name][...])
-                out[a.name] = Categorical([], probs)
+                # Logits, not probabilities: a table is validated on the host, logits also
+                # pass through jit, so the whole SCM can be built inside a traced loss.
+                log_probs = jax.nn.log_softmax(self.logits[a.name][...])
+                out[a.name] = Categorical([], logits=log_probs)
             else:
                 encoding = self._encoding(a.parents) if a.parents else None
                 out[a.name] = FlowMechanism(self.flows[a.name], encoding=encoding)

@@ -274,3 +274,161 @@ def deep_scm_builder(settings: Mapping[str, Any]) -> Callable[[nnx.Rngs], Any]:
         return DeepSCM(MORPHO_ATTRIBUTES, model_type(image_config, rngs=rngs), rngs=rngs)
 
     return init_model
+
+
+class CounterfactualTuner(nnx.Module):
+    """A trained `DeepSCM`, frozen attribute predictors and the constraint's multiplier."""
+
+    def __init__(self, deep_scm: Any, predictor: AttributePredictor):
+        self.deep = deep_scm
+        self.predictor = predictor
+        self.multiplier_raw = nnx.Param(jnp.zeros((), jnp.float32))
+
+
+_CF_NODES = ("thickness", "intensity", "digit")
+
+
+def _cf_settings(config: Config) -> dict[str, Any]:
+    settings = {"damping": 100.0, "bound_slack": 0.0, "multiplier_scale": 100.0, **config.model}
+    for name in ("init_from", "oracle"):
+        if not isinstance(settings.get(name), str):
+            raise ValueError(
+                f"model.{name}: expected the workdir of a trained run, got {settings.get(name)!r}"
+            )
+    unknown = sorted(
+        set(settings) - {"init_from", "oracle", "damping", "bound_slack", "multiplier_scale"}
+    )
+    if unknown:
+        raise ValueError(f"model: unknown counterfactual-training settings {unknown}")
+    return settings
+
+
+def _cf_model_builder(config: Config) -> Callable[[nnx.Rngs], CounterfactualTuner]:
+    from causalvision.train.trainer import load_run
+
+    settings = _cf_settings(config)
+
+    def init_model(rngs: nnx.Rngs) -> CounterfactualTuner:
+        del rngs  # everything starts from trained runs
+        deep_config, deep = load_run(settings["init_from"])
+        if deep_config.task != "deep_scm":
+            raise ValueError(f"model.init_from: holds a {deep_config.task!r} run, not deep_scm")
+        oracle_config, oracle = load_run(settings["oracle"])
+        if oracle_config.task != "attribute_predictor":
+            raise ValueError(f"model.oracle: holds a {oracle_config.task!r} run")
+        pick = lambda r: r.ema_model if r.ema_model is not None else r.model
+        return CounterfactualTuner(pick(deep), pick(oracle))
+
+    return init_model
+
+
+@register_task("deep_scm_cf", model=_cf_model_builder)
+def deep_scm_counterfactual_training(config: Config) -> Task:
+    """Counterfactual fine-tuning of a trained deep SCM's image mechanism (causal-gen).
+
+    `config.model`: `init_from` (a deep_scm run), `oracle` (an attribute_predictor run),
+    `damping` d, `bound_slack` (ε = (1 + slack) · the trained model's mean negative ELBO on
+    training data) and `multiplier_scale`. Each step intervenes on one random parent, with
+    values from a shuffled copy of the batch, and scores the counterfactual images with the
+    frozen predictors; only the image mechanism and the multiplier train.
+    """
+    from causalvision.losses import ascending_multiplier, constrained_objective
+    from causalvision.nn import from_pixels
+
+    settings = _cf_settings(config)
+    keys = ("image", "digit", "thickness", "intensity")
+    train_source, eval_source = dataset_sources(config, keys)
+    init_model = _cf_model_builder(config)
+    bound = (1.0 + settings["bound_slack"]) * _mean_negative_elbo(init_model, train_source)
+
+    def prepare(batch):
+        return {
+            "image": batch["image"].astype(jnp.float32),
+            "digit": batch["digit"].astype(jnp.int32),
+            "thickness": batch["thickness"].astype(jnp.float32),
+            "intensity": batch["intensity"].astype(jnp.float32),
+        }
+
+    def counterfactual_nll(model, batch, key):
+        """-Σ_k log q_k(pa*_k | x*) after do(one random parent := shuffled batch values)."""
+        key_node, key_perm = jax.random.split(key)
+        order = jax.random.permutation(key_perm, batch["digit"].shape[0])
+        scm = model.deep.scm()
+
+        def intervene(node):
+            def branch(_):
+                cf = scm.counterfactual(batch, {node: batch[node][order]})
+                return cf["image"], cf["digit"], cf["thickness"], cf["intensity"]
+
+            return branch
+
+        image, digit, thickness, intensity = jax.lax.switch(
+            jax.random.randint(key_node, (), 0, len(_CF_NODES)),
+            [intervene(node) for node in _CF_NODES],
+            None,
+        )
+        predictions = model.predictor(image / 255.0)
+        nll = optax.softmax_cross_entropy_with_integer_labels(predictions["digit"], digit).mean()
+        for name, target in (("thickness", thickness), ("intensity", intensity)):
+            offset, scale = dict(model.predictor.standardise)[name]
+            standard = (target - jnp.float32(offset)) / jnp.float32(scale)
+            nll = nll + 0.5 * jnp.mean((predictions[name] - jax.lax.stop_gradient(standard)) ** 2)
+        return nll
+
+    def loss(model, batch, key):
+        key_cf, key_elbo = jax.random.split(key)
+        deep = model.deep
+        negative_elbo, _ = deep.image_model.loss(
+            from_pixels(batch["image"]), deep.image_encoding(batch), key_elbo
+        )
+        multiplier = ascending_multiplier(model.multiplier_raw[...], settings["multiplier_scale"])
+        return constrained_objective(
+            counterfactual_nll(model, batch, key_cf),
+            negative_elbo,
+            bound,
+            multiplier,
+            settings["damping"],
+        )
+
+    def eval_metrics(model, batch):
+        value, metrics = loss(model, batch, jax.random.key(0))
+        return {"loss": value, **metrics}
+
+    trainable = nnx.All(
+        nnx.Param, nnx.Any(nnx.PathContains("image_model"), nnx.PathContains("multiplier_raw"))
+    )
+    return Task(
+        init_model=init_model,
+        loss=loss,
+        train_source=train_source,
+        eval_source=eval_source,
+        eval_metrics=eval_metrics,
+        prepare=prepare,
+        transforms=(SelectKeys(keys),),
+        trainable=trainable,
+    )
+
+
+def _mean_negative_elbo(init_model, source, num: int = 256) -> float:
+    """The trained image mechanism's mean negative ELBO on the first `num` training examples."""
+    from causalvision.nn import from_pixels
+
+    model = init_model(nnx.Rngs(0)).deep
+    rows = stack_examples([source[i] for i in range(min(num, len(source)))])
+    batch = {
+        "image": jnp.asarray(rows["image"], jnp.float32),
+        "digit": jnp.asarray(rows["digit"], jnp.int32),
+        "thickness": jnp.asarray(rows["thickness"], jnp.float32),
+        "intensity": jnp.asarray(rows["intensity"], jnp.float32),
+    }
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def negative_elbo(state, key):
+        deep = nnx.merge(graphdef, state)
+        value, _ = deep.image_model.loss(
+            from_pixels(batch["image"]), deep.image_encoding(batch), key
+        )
+        return value
+
+    return float(np.mean([negative_elbo(state, jax.random.key(k)) for k in range(4)]))

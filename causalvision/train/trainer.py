@@ -59,6 +59,8 @@ class Task:
       prepare: runs inside `jit` on each batch first (e.g. uint8 images -> float), so the
         host ships compact arrays.
       transforms: per-example host-side maps applied by the data pipeline.
+      trainable: NNX filter of the variables the optimiser updates (default every
+        `nnx.Param`); anything else in the model stays frozen, e.g. a pretrained predictor.
     """
 
     init_model: Callable[[nnx.Rngs], nnx.Module]
@@ -68,6 +70,7 @@ class Task:
     eval_metrics: EvalFn | None = None
     prepare: Callable[[Batch], Batch] | None = None
     transforms: Sequence[Callable[[dict], dict]] = ()
+    trainable: Any = nnx.Param
 
 
 @dataclasses.dataclass
@@ -250,7 +253,7 @@ def _initial_state(task: Task, config: TrainerConfig, mesh) -> tuple[nnx.GraphDe
     none) and, with `ema_decay`, the parameter EMA.
     """
     model = task.init_model(nnx.Rngs(config.seed))
-    optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=task.trainable)
     graphdef, model_opt = nnx.split((model, optimizer))
     state = {
         "model_opt": model_opt,
@@ -301,10 +304,13 @@ def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) 
         if task.prepare is not None:
             batch = task.prepare(batch)
 
-        def loss_fn(m):
-            return task.loss(m, batch, key)
+        # Differentiate only the trainable variables: split them off, merge inside the loss.
+        static, trainable, frozen = nnx.split(model, task.trainable, ...)
 
-        (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        def loss_fn(variables):
+            return task.loss(nnx.merge(static, variables, frozen), batch, key)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         with lenient_promotion():  # optax mixes its int step counters with floats
             optimizer.update(model, grads)
             learning_rate = jnp.asarray(schedule(step), jnp.float32)

@@ -1,0 +1,8 @@
+"""Training objectives beyond a model's own likelihood."""
+
+from causalvision.losses.counterfactual_training import (
+    ascending_multiplier,
+    constrained_objective,
+)
+
+__all__ = ["ascending_multiplier", "constrained_objective"]
