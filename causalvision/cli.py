@@ -44,7 +44,7 @@ def _counterfactual(args: argparse.Namespace) -> int:
     )
 
     interventions = [parse_do(text) for text in args.do]
-    config, _, scm = load_deep_scm(args.workdir)
+    config, _, scm = load_deep_scm(args.workdir, args.pixel_noise)
     examples = held_out_examples(config, args.n)
     rows = counterfactual_rows(scm, examples, interventions)
     path = counterfactual_grid(examples["image"], rows, args.out, title=str(args.workdir))
@@ -56,7 +56,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from causalvision.audit import evaluate_run
 
     metrics = evaluate_run(
-        args.workdir, args.out or args.workdir, oracle_workdir=args.oracle, num=args.n
+        args.workdir,
+        args.out or args.workdir,
+        oracle_workdir=args.oracle,
+        num=args.n,
+        pixel_noise=args.pixel_noise,
     )
     keys = [k for k in metrics if k.startswith(("composition_l1_1", "gt_error", "effectiveness"))]
     for key in keys[:24]:
@@ -109,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cf.add_argument("--n", type=int, default=16, help="held-out examples (columns)")
     cf.add_argument("--out", default="counterfactuals.png", help="PNG to write")
+    cf.add_argument("--pixel-noise", choices=("abduct", "mean"), default="abduct")
     cf.set_defaults(run=_counterfactual)
 
     evaluate = commands.add_parser(
@@ -118,6 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--oracle", default=None, help="an attribute_predictor run")
     evaluate.add_argument("--n", type=int, default=256, help="held-out examples")
     evaluate.add_argument("--out", default=None, help="output directory (default: workdir)")
+    evaluate.add_argument(
+        "--pixel-noise",
+        choices=("abduct", "mean"),
+        default="abduct",
+        help="keep the factual pixel residual (exact null interventions) or predict mean images",
+    )
     evaluate.set_defaults(run=_evaluate)
     return parser
 

@@ -65,11 +65,16 @@ def test_counterfactuals_have_the_right_shapes_and_null_interventions_are_exact(
     parents = {n: factual[n] for n in mechanism.parents}
     noise = mechanism.abduct(factual["image"], parents)
     zero_pixel = {"latent": noise["latent"], "pixel": jnp.zeros_like(noise["pixel"])}
+    reconstruction = np.asarray(mechanism.reconstruct(factual["image"], parents))
     np.testing.assert_allclose(
-        np.asarray(mechanism.predict(zero_pixel, parents)),
-        np.asarray(mechanism.reconstruct(factual["image"], parents)),
-        atol=1e-3,
+        np.asarray(mechanism.predict(zero_pixel, parents)), reconstruction, atol=1e-3
     )
+    # With mean-image prediction the null intervention gives exactly that reconstruction.
+    _, model, mean_scm = load_deep_scm(workdir, pixel_noise="mean")
+    null_mean = mean_scm.counterfactual(factual, {"thickness": factual["thickness"]})
+    np.testing.assert_allclose(np.asarray(null_mean["image"]), reconstruction, atol=1e-3)
+    with pytest.raises(ValueError, match="pixel_noise: expected 'abduct' or 'mean'"):
+        model.scm(pixel_noise="median")
 
 
 def test_joint_and_digit_interventions(trained_run):

@@ -17,15 +17,20 @@ from causalvision.train import Config, load_run
 ATTRIBUTES = ("digit", "thickness", "intensity")
 
 
-def load_deep_scm(workdir: str | pathlib.Path) -> tuple[Config, Any, SCM]:
-    """(config, trained `DeepSCM` — EMA weights if kept —, its `SCM`) of a run in `workdir`."""
+def load_deep_scm(
+    workdir: str | pathlib.Path, pixel_noise: str = "abduct"
+) -> tuple[Config, Any, SCM]:
+    """(config, trained `DeepSCM` — EMA weights if kept —, its `SCM`) of a run in `workdir`.
+
+    `pixel_noise` ("abduct" or "mean") is passed to the image mechanism.
+    """
     config, result = load_run(workdir)
     if config.task not in ("deep_scm", "deep_scm_cf"):
         raise ValueError(f"workdir: holds a {config.task!r} run, not a deep_scm one")
     model = result.ema_model if result.ema_model is not None else result.model
     if config.task == "deep_scm_cf":  # counterfactually fine-tuned: the tuner wraps the SCM
         model = model.deep
-    return config, model, model.scm()
+    return config, model, model.scm(pixel_noise)
 
 
 def held_out_examples(config: Config, num: int, seed_offset: int = 2) -> dict[str, Any]:
@@ -118,6 +123,7 @@ def evaluate_run(
     num: int = 256,
     seed: int = 0,
     grid_size: int = 12,
+    pixel_noise: str = "abduct",
 ) -> dict[str, float]:
     """Scores a deep SCM run's counterfactuals and writes `metrics.json` and grids to `out`.
 
@@ -134,7 +140,7 @@ def evaluate_run(
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config, _, scm = load_deep_scm(workdir)
+    config, _, scm = load_deep_scm(workdir, pixel_noise)
     examples = held_out_examples(config, num)
     oracles = {"measured": MorphoDigits.measure}
     if oracle_workdir is not None:
@@ -152,7 +158,7 @@ def evaluate_run(
         dataset=MorphoDigits(),
         oracle=oracles,
     )
-    metrics = {"run": str(workdir), "num_examples": num, **metrics}
+    metrics = {"run": str(workdir), "pixel_noise": pixel_noise, "num_examples": num, **metrics}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
     shown = {k: v[:grid_size] for k, v in examples.items() if k != "style"}

@@ -159,8 +159,11 @@ class DeepSCM(nnx.Module):
         metrics.update({f"image_{k}": v for k, v in image_metrics.items()})
         return total + image_loss, metrics
 
-    def mechanisms(self) -> dict[str, Any]:
-        """The trained mechanisms by node name (what `scm()` assembles)."""
+    def mechanisms(self, pixel_noise: str = "abduct") -> dict[str, Any]:
+        """The trained mechanisms by node name (what `scm()` assembles).
+
+        `pixel_noise` is the image mechanism's reading of pixel noise (see `ImageMechanism`).
+        """
         out: dict[str, Any] = {}
         for a in self.attributes:
             if a.kind == "categorical":
@@ -171,9 +174,11 @@ class DeepSCM(nnx.Module):
             else:
                 encoding = self._encoding(a.parents) if a.parents else None
                 out[a.name] = FlowMechanism(self.flows[a.name], encoding=encoding)
-        out[self.image] = ImageMechanism(self.image_model, self.image_encoding)
+        out[self.image] = ImageMechanism(
+            self.image_model, self.image_encoding, pixel_noise=pixel_noise
+        )
         return out
 
-    def scm(self) -> SCM:
+    def scm(self, pixel_noise: str = "abduct") -> SCM:
         """The trained model as an ordinary `SCM` (counterfactuals, effects, sampling)."""
-        return SCM(self.mechanisms())
+        return SCM(self.mechanisms(pixel_noise))

@@ -128,6 +128,12 @@ class ImageMechanism(Mechanism):
       encoding: `ParentEncoding` of the node's parents (its names are the parents).
       parents: filled from `encoding`.
 
+      pixel_noise: "abduct" (default) keeps the factual pixel residual u = (x - loc) / scale,
+        so null interventions are exact; "mean" predicts the decoder's mean image loc, so a
+        counterfactual never inherits the residual (robust when the model's reconstructions
+        are poor or its scales change much between parents; null interventions then give
+        the reconstruction).
+
     Noise is `{"latent": ε, "pixel": u}`. Abduction is deterministic (posterior mean of the
     latents), so no key is needed and `counterfactual` is a pure function of the data.
     """
@@ -135,12 +141,15 @@ class ImageMechanism(Mechanism):
     model: nnx.Module
     encoding: ParentEncoding
     parents: tuple[str, ...] = ()
-    _static_fields = ("parents", "encoding")
+    pixel_noise: str = "abduct"
+    _static_fields = ("parents", "encoding", "pixel_noise")
 
     def __post_init__(self):
         if not isinstance(self.encoding, ParentEncoding):
             raise ValueError(f"encoding: expected a ParentEncoding, got {self.encoding!r}")
         object.__setattr__(self, "parents", self.encoding.names)
+        if self.pixel_noise not in ("abduct", "mean"):
+            raise ValueError(f"pixel_noise: expected 'abduct' or 'mean', got {self.pixel_noise!r}")
 
     def sample_noise(self, key: Array, num_units: int) -> Noise:
         key_latent, key_pixel = jax.random.split(key)
@@ -152,6 +161,8 @@ class ImageMechanism(Mechanism):
 
     def predict(self, noise: Noise, parents: Mapping[str, Array]) -> Array:
         loc, log_scale = self.model.decode(noise["latent"], self.encoding(parents))
+        if self.pixel_noise == "mean":
+            return to_pixels(loc)
         return to_pixels(loc + jnp.exp(log_scale) * noise["pixel"])
 
     def reconstruct(self, value: Array, parents: Mapping[str, Array]) -> Array:
