@@ -13,6 +13,9 @@ from causalvision.nn.hvae import (
     HVAE,
     HVAEConfig,
     _gaussian_kl,
+    _lecun_normal,
+    _normals,
+    _pointwise,
     discretized_gaussian_log_likelihood,
 )
 from causalvision.nn.image_mechanism import ImageMechanism, ParentEncoding, from_pixels
@@ -46,17 +49,23 @@ def _parents(key: jax.Array, num: int) -> dict[str, jax.Array]:
     }
 
 
+@jax.jit
+def _jitter(leaves: list[jax.Array], key: jax.Array, scale: float) -> list[jax.Array]:
+    """leaves + scale * N(0, 1), drawn as one flat vector (one small program to compile)."""
+    flat = jax.random.normal(key, (sum(leaf.size for leaf in leaves),), jnp.float32)
+    out, start = [], 0
+    for leaf in leaves:
+        out.append(leaf + scale * flat[start : start + leaf.size].reshape(leaf.shape))
+        start += leaf.size
+    return out
+
+
 def _perturbed(config: HVAEConfig, seed: int = 0, scale: float = 0.1) -> HVAE:
     """A model whose parameters are all jittered: at init the prior convs output exactly zero,
     which would make "the prior ignores the context" true for any model."""
     model = HVAE(config, rngs=nnx.Rngs(seed))
-    state = nnx.state(model, nnx.Param)
-    leaves, treedef = jax.tree.flatten(state)
-    keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
-    leaves = [
-        leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-        for leaf, k in zip(leaves, keys, strict=True)
-    ]
+    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
+    leaves = _jitter(leaves, jax.random.key(seed + 100), jnp.float32(scale))
     nnx.update(model, jax.tree.unflatten(treedef, leaves))
     return model
 
@@ -64,31 +73,26 @@ def _perturbed(config: HVAEConfig, seed: int = 0, scale: float = 0.1) -> HVAE:
 @jax.jit
 def _prior_pass(model: HVAE, noise, context):
     """Decode `noise`, recording every layer's prior (loc, log-scale) and latent z."""
-    layers, record = iter(noise), []
 
-    def step(block, h, chain, ctx, activation):
-        mu_p, logs_p, features = block.prior_params(chain, ctx)
-        z = mu_p + jnp.exp(logs_p) * next(layers)
-        record.append((mu_p, logs_p, z))
-        return z, features
+    def layer(block, h, chain, activation, gelu_context, context, eps):
+        mu_p, logs_p, features = block.prior_params(chain, gelu_context)
+        z = mu_p + jnp.exp(logs_p) * eps
+        return z, features, (mu_p, logs_p, z)
 
-    loc, log_scale = model._run(None, context, step)
-    return loc, log_scale, record
+    return model._run(None, context, layer, noise)
 
 
 @jax.jit
 def _posterior_mean_pass(model: HVAE, x, context):
     """The top-down pass with z_l = the posterior mean, recording the z's."""
-    record = []
 
-    def step(block, h, chain, ctx, activation):
-        _, _, features = block.prior_params(chain, ctx)
-        mu_q, _ = block.posterior_params(h, activation, ctx)
-        record.append(mu_q)
-        return mu_q, features
+    def layer(block, h, chain, activation, gelu_context, context, _):
+        (_, _, features), (mu_q, _) = block.prior_posterior_params(
+            chain, h, activation, gelu_context
+        )
+        return mu_q, features, mu_q
 
-    loc, log_scale = model._run(x, context, step)
-    return loc, log_scale, record
+    return model._run(x, context, layer, [None] * len(model.dec_blocks))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +143,48 @@ def test_gaussian_kl_matches_numerical_integration(mu_q, logs_q, mu_p, logs_p):
 def test_gaussian_kl_of_a_distribution_with_itself_is_zero(key):
     mu, logs = jax.random.normal(key, (2, 100), jnp.float32)
     np.testing.assert_allclose(_gaussian_kl(mu, logs, mu, logs), 0.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The CPU fast paths compute what the plain formulation does.
+
+
+def test_pointwise_with_vector_parts_is_a_1x1_conv_of_the_broadcast_concatenation(key):
+    k_a, k_b, k_c = jax.random.split(key, 3)
+    a = jax.random.normal(k_a, (2, 5, 5, 3), jnp.float32)
+    b = jax.random.normal(k_b, (2, 5, 5, 4), jnp.float32)
+    context = jax.random.normal(k_c, (2, 6), jnp.float32)
+    conv = nnx.Conv(13, 7, (1, 1), bias_init=nnx.initializers.normal(1.0), rngs=nnx.Rngs(0))
+    context_map = jnp.broadcast_to(context[:, None, None, :], (2, 5, 5, 6))
+    expected = conv(jnp.concatenate([a, context_map, b], -1))
+    np.testing.assert_allclose(_pointwise(conv, [a, context, b]), expected, atol=1e-5)
+
+
+def test_kernel_init_draws_lecun_normal():
+    key = jax.random.key(3)
+    for shape in [(1, 1, 44, 4), (3, 3, 4, 4), (7, 7, 1, 16)]:
+        expected = 0.5 * nnx.initializers.lecun_normal()(key, shape, jnp.float32)
+        np.testing.assert_allclose(_lecun_normal(0.5)(key, shape), expected, rtol=1e-6)
+
+
+def test_normals_are_jax_threefry_and_standard_normal(key):
+    from jax.extend.random import threefry_2x32
+
+    from causalvision.nn.hvae import _threefry2x32
+
+    words = jnp.array([123, 456], jnp.uint32)
+    counter = jnp.arange(10, dtype=jnp.uint32)
+    zeros = jnp.zeros_like(counter)
+    ours = jnp.concatenate(_threefry2x32(words[0], words[1], counter, zeros))
+    np.testing.assert_array_equal(ours, threefry_2x32(words, jnp.concatenate([counter, zeros])))
+
+    first, second = _normals(key, ((200, 50, 2), (100_001,)))
+    assert first.shape == (200, 50, 2) and second.shape == (100_001,)
+    assert first.dtype == second.dtype == jnp.float32
+    flat = np.concatenate([np.ravel(first), np.ravel(second)]).astype(np.float64)
+    assert stats.kstest(flat, "norm").pvalue > 1e-3
+    other = _normals(jax.random.key(1), ((200, 50, 2),))[0]
+    assert float(jnp.corrcoef(jnp.ravel(first), jnp.ravel(other))[0, 1]) < 0.02
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +282,9 @@ def test_image_mechanism_null_intervention_reproduces_the_image(key):
 
 
 def test_default_config_matches_causal_gens_morpho_model():
-    model = nnx.eval_shape(lambda: HVAE(HVAEConfig(), rngs=nnx.Rngs(0)))
+    # Built for real: under jax/nnx.eval_shape every traced `rngs.params()` makes flax compare
+    # shardings, which walks the whole traced program (quadratic, slower than building).
+    model = HVAE(HVAEConfig(), rngs=nnx.Rngs(0))
     count = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     # causal-gen's Morpho HVAE (REFERENCE §2.2 estimates ~2.05M) instantiates with 2,047,074
     # parameters: exactly ours plus 262,144 = 4 blocks x 2 convs x 8 off-centre taps x 64 x 64,

@@ -18,17 +18,35 @@ by the posterior and mixes posterior and prior with a weight α; we keep the pla
 
 Architecture strings follow causal-gen: "32b3d2" = 3 blocks at resolution 32, then
 downsample by 2; "1b4" = 4 blocks at resolution 1.
+
+How it runs fast on a CPU (the same function as the plain reading above; measured with
+`benchmarks/deep_scm_throughput.py`):
+- 1x1 convolutions are matrix products over the channel axis: XLA's CPU convolution
+  gradients transpose whole activations to batch-as-feature layouts, a dot's do not;
+- the parents enter 1x1 convolutions as one `(N, P) @ (P, C)` product per sample, added to
+  every pixel, instead of as broadcast maps concatenated to the activations;
+- the posterior noise of all layers is one fused Threefry pass (see `_normals`);
+- kernels are initialised from flat draws (see `_lecun_normal`), so building the model
+  does not compile a random-number program per kernel shape.
+Tried and dropped: `lax.scan` over identical blocks (XLA's CPU backend runs convolution
+weight gradients inside loops several times slower, and compiles no faster) and running the
+prior's and posterior's narrow 3x3 convolutions as one block-diagonal convolution (faster
+alone, no faster in the whole step).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Array = jax.Array
@@ -36,6 +54,7 @@ Array = jax.Array
 __all__ = ["HVAE", "HVAEConfig", "discretized_gaussian_log_likelihood"]
 
 _STAGE = re.compile(r"^(\d+)b(\d+)(?:d(\d+))?$")
+_TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +89,78 @@ def _parse(spec: str, argument: str) -> list[tuple[int, int, int]]:
     return stages
 
 
+# ---------------------------------------------------------------------------------------------
+# Convolutions.
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _flat_truncated_normal(key: Array, size: int) -> Array:
+    return jax.random.truncated_normal(key, -2.0, 2.0, (size,), jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _shaped(flat: Array, shape: tuple[int, ...], std: Array) -> Array:
+    return (flat[: math.prod(shape)] * std).reshape(shape)
+
+
+def _lecun_normal(scale: float):
+    """`scale` x LeCun-normal (truncated), as `nnx.initializers.lecun_normal()` draws it.
+
+    Built eagerly, every new kernel shape would compile its own threefry program (~0.4 s
+    each on a small CPU). Drawing a flat vector of a power-of-two length and cutting it gives
+    the same values (threefry is counter-based) and compiles once per length bucket.
+    """
+
+    def init(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
+        size = 1 << max(math.prod(shape) - 1, 1).bit_length()
+        std = scale * math.sqrt(1.0 / math.prod(shape[:-1])) / _TRUNCATED_STD
+        return _shaped(_flat_truncated_normal(key, size), tuple(shape), jnp.float32(std))
+
+    return init
+
+
 def _conv(cin: int, cout: int, kernel: int, rngs: nnx.Rngs, *, scale: float = 1.0) -> nnx.Conv:
-    """A SAME conv; `scale` shrinks the initial kernel (0 gives a zero output at init)."""
-    base = nnx.initializers.lecun_normal()
-    init = (lambda key, shape, dtype: scale * base(key, shape, dtype)) if scale != 1.0 else base
-    return nnx.Conv(cin, cout, (kernel, kernel), padding="SAME", kernel_init=init, rngs=rngs)
+    """A SAME conv `(k, k, cin, cout)` + bias; `scale` shrinks the initial kernel (0: zeros)."""
+    return nnx.Conv(
+        cin, cout, (kernel, kernel), padding="SAME", kernel_init=_lecun_normal(scale), rngs=rngs
+    )
+
+
+def _pointwise(conv: nnx.Conv, parts: Sequence[Array]) -> Array:
+    """A 1x1 `conv` of `concat(parts, -1)`: `(N, r, r, C_out)`.
+
+    Parts are `(N, r, r, C_i)` maps or `(N, C_i)` vectors standing for maps constant over
+    space (the parents): those enter as one product per sample, added to every pixel.
+    """
+    kernel = conv.kernel[...][0, 0]
+    shift = conv.bias[...][None, :]  # (1, C_out), or (N, C_out) with vector parts
+    maps, map_rows, start = [], [], 0
+    for part in parts:
+        rows = kernel[start : start + part.shape[-1]]
+        start += part.shape[-1]
+        if part.ndim == 2:
+            shift = shift + part @ rows
+        else:
+            maps.append(part)
+            map_rows.append(rows)
+    x = maps[0] if len(maps) == 1 else jnp.concatenate(maps, -1)
+    rows = map_rows[0] if len(map_rows) == 1 else jnp.concatenate(map_rows, 0)
+    y = (x.reshape(-1, x.shape[-1]) @ rows).reshape(*x.shape[:-1], rows.shape[-1])
+    return y + shift[:, None, None, :]
+
+
+def _spatial(conv: nnx.Conv, x: Array) -> Array:
+    """`conv` (k x k, SAME) of an NHWC map."""
+    if conv.kernel_size == (1, 1):
+        return _pointwise(conv, [x])
+    y = jax.lax.conv_general_dilated(
+        x, conv.kernel[...], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return y + conv.bias[...][None, None, None, :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks.
 
 
 class Block(nnx.Module):
@@ -105,13 +191,21 @@ class Block(nnx.Module):
         self.down = down
         self.project = _conv(cin, cout, 1, rngs) if residual and cin != cout else None
 
+    def head(self, parts: Sequence[Array]) -> Array:
+        """c1 of the (already GELU'd) input parts: the bottleneck `(N, r, r, mid)`."""
+        return _pointwise(self.c1, parts)
+
+    def tail(self, h: Array) -> Array:
+        """c4 of GELU(h): the block's output before the residual."""
+        return _pointwise(self.c4, [jax.nn.gelu(h)])
+
     def __call__(self, x: Array) -> Array:
-        h = self.c1(jax.nn.gelu(x))
-        h = self.c2(jax.nn.gelu(h))
-        h = self.c3(jax.nn.gelu(h))
-        h = self.c4(jax.nn.gelu(h))
+        h = self.head([jax.nn.gelu(x)])
+        h = _spatial(self.c2, jax.nn.gelu(h))
+        h = _spatial(self.c3, jax.nn.gelu(h))
+        h = self.tail(h)
         if self.residual:
-            h = h + (self.project(x) if self.project is not None else x)
+            h = h + (_pointwise(self.project, [x]) if self.project is not None else x)
         if self.down > 1:
             n, r, _, c = h.shape
             d = self.down
@@ -143,22 +237,35 @@ class DecoderBlock(nnx.Module):
         self.z_dim = z
         self.conditional_prior = config.conditional_prior
 
-    def prior_params(self, chain: Array, context: Array) -> tuple[Array, Array, Array]:
-        inputs = jnp.concatenate([chain, context], -1) if self.conditional_prior else chain
-        out = self.prior(inputs)
+    def _prior_head(self, chain: Array, gelu_context: Array) -> Array:
+        parts = [jax.nn.gelu(chain)] + ([gelu_context] if self.conditional_prior else [])
+        return self.prior.head(parts)
+
+    def _split_prior(self, out: Array) -> tuple[Array, Array, Array]:
         z = self.z_dim
         return out[..., :z], out[..., z : 2 * z], out[..., 2 * z :]
 
-    def posterior_params(self, h: Array, activation: Array, context: Array) -> tuple[Array, Array]:
-        out = self.posterior(jnp.concatenate([h, context, activation], -1))
-        return out[..., : self.z_dim], out[..., self.z_dim :]
+    def prior_params(self, chain: Array, gelu_context: Array) -> tuple[Array, Array, Array]:
+        """`(μ_p, log σ_p, features)` from the prior chain; `gelu_context` is GELU(pa) `(N, P)`."""
+        h = self._prior_head(chain, gelu_context)
+        h = _spatial(self.prior.c2, jax.nn.gelu(h))
+        h = _spatial(self.prior.c3, jax.nn.gelu(h))
+        return self._split_prior(self.prior.tail(h))
 
-    def finish(
-        self, h: Array, chain: Array, z: Array, features: Array, context: Array
-    ) -> tuple[Array, Array]:
+    def prior_posterior_params(
+        self, chain: Array, h: Array, activation: Array, gelu_context: Array
+    ) -> tuple[tuple[Array, Array, Array], tuple[Array, Array]]:
+        """`prior_params` and the posterior's `(μ_q, log σ_q)` given the encoder activation."""
+        b = self.posterior.head([jax.nn.gelu(h), gelu_context, jax.nn.gelu(activation)])
+        b = _spatial(self.posterior.c2, jax.nn.gelu(b))
+        b = _spatial(self.posterior.c3, jax.nn.gelu(b))
+        q = self.posterior.tail(b)
+        return self.prior_params(chain, gelu_context), (q[..., : self.z_dim], q[..., self.z_dim :])
+
+    def finish(self, h: Array, z: Array, features: Array, context: Array) -> tuple[Array, Array]:
         """The next deterministic state and the next prior-chain state."""
-        h = self.res(h + features + self.z_proj(jnp.concatenate([z, context], -1)))
-        chain = self.z_feat_proj(jnp.concatenate([z, features], -1))
+        h = self.res(h + features + _pointwise(self.z_proj, [z, context]))
+        chain = _pointwise(self.z_feat_proj, [z, features])
         return h, chain
 
 
@@ -185,6 +292,50 @@ def discretized_gaussian_log_likelihood(x: Array, loc: Array, log_scale: Array) 
     cdf_minus = jax.scipy.stats.norm.cdf((x - loc - half_bin) * inv_scale)
     middle = jnp.log(jnp.maximum(cdf_plus - cdf_minus, 1e-12))
     return jnp.where(x < -0.999, upper, jnp.where(x > 0.999, lower_tail, middle))
+
+
+def _threefry2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
+    """The Threefry-2x32 block cipher, 20 rounds (Salmon et al. 2011; jax.random's hash).
+
+    Written out so that XLA fuses it into one elementwise loop: jax.random's CPU lowering
+    rolls the rounds into a while loop that streams the counters through memory five times.
+    """
+    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for r in ((13, 15, 26, 6), (17, 29, 16, 24))[i % 2]:
+            x0 = x0 + x1
+            x1 = x0 ^ ((x1 << r) | (x1 >> (32 - r)))
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+    return x0, x1
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _normals(key: Array, shapes: tuple[tuple[int, ...], ...]) -> list[Array]:
+    """Standard normals of the given shapes, from one fused Threefry pass over counters.
+
+    As `jax.random.normal` maps bits to normals (`sqrt(2) erfinv(u)`, u uniform on (-1, 1)),
+    with the key's two words drawn by `jax.random.bits` (any key implementation works).
+    """
+    sizes = [math.prod(s) for s in shapes]
+    half = (sum(sizes) + 1) // 2
+    k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
+    counter = jax.lax.iota(jnp.uint32, half)
+    bits = jnp.concatenate(_threefry2x32(k0, k1, counter, jnp.zeros_like(counter)))
+    one = jnp.uint32(0x3F800000)  # 1.0f: 23 random mantissa bits give a float in [1, 2)
+    unit = jax.lax.bitcast_convert_type((bits >> 9) | one, jnp.float32) - jnp.float32(1.0)
+    low = jnp.float32(np.nextafter(np.float32(-1.0), np.float32(0.0)))
+    u = jnp.maximum(low, unit * jnp.float32(2.0) - jnp.float32(1.0))
+    flat = jnp.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u)
+    offsets = [0, *itertools.accumulate(sizes)]
+    return [flat[offsets[i] : offsets[i + 1]].reshape(s) for i, s in enumerate(shapes)]
+
+
+# A decoder layer in one of three modes: `layer(block, h, chain, activation, gelu_context,
+# context, x) -> (z, features, y)` with `x` this layer's input (noise or None) and `y` its
+# output (KL, abducted noise or None).
+Layer = Callable[..., tuple[Array, Array, Any]]
 
 
 class HVAE(nnx.Module):
@@ -221,7 +372,7 @@ class HVAE(nnx.Module):
         # Encoder: a 7x7 stem, then per stage residual blocks and a downsampling block.
         num_enc = sum(b + (d > 1) for _, b, d in enc)
         enc_scale = math.sqrt(1.0 / num_enc)
-        self.stem = nnx.Conv(channels, config.widths[0], (7, 7), padding="SAME", rngs=rngs)
+        self.stem = _conv(channels, config.widths[0], 7, rngs)
         enc_blocks = []
         for k, (resolution, blocks, down) in enumerate(enc):
             w = width_at[resolution]
@@ -231,12 +382,12 @@ class HVAE(nnx.Module):
                     Block(w, mid, w, resolution, residual=True, out_scale=enc_scale, rngs=rngs)
                 )
             if down > 1:
-                nxt = config.widths[k + 1]
+                out = config.widths[k + 1]
                 enc_blocks.append(
                     Block(
                         w,
                         mid,
-                        nxt,
+                        out,
                         resolution,
                         residual=True,
                         down=down,
@@ -266,13 +417,9 @@ class HVAE(nnx.Module):
 
     # -- shared pieces ----------------------------------------------------------------------
 
-    def _context_map(self, context: Array, resolution: int) -> Array:
-        n, p = context.shape
-        return jnp.broadcast_to(context[:, None, None, :], (n, resolution, resolution, p))
-
     def _encode(self, x: Array) -> dict[int, Array]:
         """Encoder activations at every resolution (the last block's output there)."""
-        h = self.stem(x)
+        h = _spatial(self.stem, x)
         activations = {}
         for block in self.enc_blocks:
             h = block(h)
@@ -293,23 +440,32 @@ class HVAE(nnx.Module):
 
     def _output(self, h: Array) -> tuple[Array, Array]:
         h = jax.nn.gelu(h)
-        log_scale = jnp.maximum(self.out_log_scale(h), jnp.float32(self.config.min_log_scale))
-        return self.out_loc(h), log_scale
+        log_scale = jnp.maximum(
+            _pointwise(self.out_log_scale, [h]), jnp.float32(self.config.min_log_scale)
+        )
+        return _pointwise(self.out_loc, [h]), log_scale
+
+    def _run(
+        self, x: Array | None, context: Array, layer: Layer, inputs: Sequence[Any]
+    ) -> tuple[Array, Array, list[Any]]:
+        """The top-down pass: `(loc, log_scale)` of the pixels and every layer's output.
+
+        `layer(block, h, chain, activation, gelu_context, context, x) -> (z, features, y)`
+        runs decoder layer l on its input `x = inputs[l]` and returns its output `y`.
+        """
+        activations = self._encode(x) if x is not None else None
+        gelu_context = jax.nn.gelu(context)
+        h = chain = self._top(context.shape[0])
+        outputs = []
+        for block, resolution, x_l in zip(self.dec_blocks, self.resolutions, inputs, strict=True):
+            h, chain = self._grow(h, resolution), self._grow(chain, resolution)
+            activation = activations[resolution] if activations is not None else None
+            z, features, y = layer(block, h, chain, activation, gelu_context, context, x_l)
+            h, chain = block.finish(h, z, features, context)
+            outputs.append(y)
+        return (*self._output(h), outputs)
 
     # -- training ---------------------------------------------------------------------------
-
-    def _run(self, x: Array | None, context: Array, step) -> tuple[Array, Array]:
-        """The top-down pass; `step(block, h, chain, ctx, activation) -> (z, features)`."""
-        activations = self._encode(x) if x is not None else None
-        num = context.shape[0]
-        h = chain = self._top(num)
-        for block, resolution in zip(self.dec_blocks, self.resolutions, strict=True):
-            h, chain = self._grow(h, resolution), self._grow(chain, resolution)
-            ctx = self._context_map(context, resolution)
-            activation = activations[resolution] if activations is not None else None
-            z, features = step(block, h, chain, ctx, activation)
-            h, chain = block.finish(h, chain, z, features, ctx)
-        return self._output(h)
 
     def loss(self, x: Array, context: Array, key: Array) -> tuple[Array, dict[str, Array]]:
         """Negative ELBO in nats per pixel dimension, with its reconstruction and KL parts.
@@ -319,18 +475,16 @@ class HVAE(nnx.Module):
           context: parents `(N, P)`.
           key: for the posterior samples.
         """
-        kls = []
-        keys = iter(jax.random.split(key, len(self.dec_blocks)))
 
-        def step(block, h, chain, ctx, activation):
-            mu_p, logs_p, features = block.prior_params(chain, ctx)
-            mu_q, logs_q = block.posterior_params(h, activation, ctx)
-            noise = jax.random.normal(next(keys), mu_q.shape, jnp.float32)
+        def layer(block, h, chain, activation, gelu_context, context, noise):
+            (mu_p, logs_p, features), (mu_q, logs_q) = block.prior_posterior_params(
+                chain, h, activation, gelu_context
+            )
             kl = _gaussian_kl(mu_q, logs_q, mu_p, logs_p)
-            kls.append(kl.reshape(kl.shape[0], -1).sum(-1))
-            return mu_q + jnp.exp(logs_q) * noise, features
+            return mu_q + jnp.exp(logs_q) * noise, features, kl.reshape(kl.shape[0], -1).sum(-1)
 
-        loc, log_scale = self._run(x, context, step)
+        noise = _normals(key, tuple(self.latent_shapes(x.shape[0])))
+        loc, log_scale, kls = self._run(x, context, layer, noise)
         log_px = discretized_gaussian_log_likelihood(x, loc, log_scale)
         dims = jnp.float32(math.prod(self.image_shape))
         nll = -log_px.reshape(x.shape[0], -1).sum(-1) / dims
@@ -344,33 +498,28 @@ class HVAE(nnx.Module):
         return [(num, r, r, self.config.z_dim) for r in self.resolutions]
 
     def sample_latent_noise(self, key: Array, num: int) -> list[Array]:
-        shapes = self.latent_shapes(num)
-        keys = jax.random.split(key, len(shapes))
-        return [jax.random.normal(k, s, jnp.float32) for k, s in zip(keys, shapes, strict=True)]
+        return _normals(key, tuple(self.latent_shapes(num)))
 
     def abduct_latent_noise(self, x: Array, context: Array, key: Array | None) -> list[Array]:
         """ε_l = (z_l - μ_p) / σ_p with z_l the posterior mean (or a draw, given `key`)."""
-        noise = []
-        keys = iter(jax.random.split(key, len(self.dec_blocks))) if key is not None else None
 
-        def step(block, h, chain, ctx, activation):
-            mu_p, logs_p, features = block.prior_params(chain, ctx)
-            mu_q, logs_q = block.posterior_params(h, activation, ctx)
-            z = mu_q
-            if keys is not None:
-                z = z + jnp.exp(logs_q) * jax.random.normal(next(keys), mu_q.shape, jnp.float32)
-            noise.append((z - mu_p) * jnp.exp(-logs_p))
-            return z, features
+        def layer(block, h, chain, activation, gelu_context, context, noise):
+            (mu_p, logs_p, features), (mu_q, logs_q) = block.prior_posterior_params(
+                chain, h, activation, gelu_context
+            )
+            z = mu_q if noise is None else mu_q + jnp.exp(logs_q) * noise
+            return z, features, (z - mu_p) * jnp.exp(-logs_p)
 
-        self._run(x, context, step)
-        return noise
+        shapes = self.latent_shapes(x.shape[0])
+        inputs = [None] * len(shapes) if key is None else _normals(key, tuple(shapes))
+        return self._run(x, context, layer, inputs)[2]
 
     def decode(self, noise: Sequence[Array], context: Array) -> tuple[Array, Array]:
         """`(loc, log_scale)` `(N, H, W, C)` of the pixels for latent noise and parents."""
-        layers = iter(noise)
 
-        def step(block, h, chain, ctx, activation):
-            mu_p, logs_p, features = block.prior_params(chain, ctx)
-            return mu_p + jnp.exp(logs_p) * next(layers), features
+        def layer(block, h, chain, activation, gelu_context, context, eps):
+            mu_p, logs_p, features = block.prior_params(chain, gelu_context)
+            return mu_p + jnp.exp(logs_p) * eps, features, None
 
-        return self._run(None, context, step)
+        loc, log_scale, _ = self._run(None, context, layer, list(noise))
+        return loc, log_scale
