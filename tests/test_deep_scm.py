@@ -1,5 +1,6 @@
 """The deep SCM end to end on a tiny config: train, checkpoint, restore, counterfactuals, CLI."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -12,6 +13,7 @@ from flax import nnx
 from causalvision.audit import held_out_examples, load_deep_scm, model_counterfactual, parse_do
 from causalvision.cli import main as cli_main
 from causalvision.nn import HVAE, MORPHO_ATTRIBUTES, DeepSCM, HVAEConfig, ImageMechanism
+from causalvision.nn.image_mechanism import from_pixels
 from causalvision.train import load_config, train_and_evaluate
 
 EXPERIMENT = pathlib.Path(__file__).parent.parent / "experiments" / "morpho_hvae.py"
@@ -139,3 +141,61 @@ def test_the_vae_deep_scm_trains_and_answers_counterfactuals(tmp_path):
     assert cf["image"].shape == (4, 32, 32, 1)
     null = model_counterfactual(scm, examples, {"digit": examples["digit"].astype(np.float32)})
     np.testing.assert_allclose(np.asarray(null["image"]), examples["image"], atol=2e-3)
+
+
+def _tiny_deep_scm(prior_dropout=None, **hvae_changes) -> DeepSCM:
+    config = HVAEConfig(
+        widths=(8, 16, 16), encoder="32b1d4,8b1d8,1b1", decoder="1b1,8b1,32b1", z_dim=4
+    )
+    config = dataclasses.replace(config, **hvae_changes)
+    rngs = nnx.Rngs(0)
+    image_model = HVAE(config, rngs=rngs)
+    return DeepSCM(MORPHO_ATTRIBUTES, image_model, prior_dropout=prior_dropout, rngs=rngs)
+
+
+def test_prior_dropout_zeroes_a_parents_columns_per_image_at_its_rate():
+    deep = _tiny_deep_scm({"digit": 0.25})
+    names = [name for name, _, _ in deep.image_encoding.spec]
+    assert names == ["thickness", "intensity", "digit"]  # digit one-hot in columns 2..11
+    mask = np.asarray(deep._prior_keep_mask(jax.random.key(0), 40_000))
+    assert mask.shape == (40_000, 12)
+    np.testing.assert_array_equal(mask[:, :2], 1.0)
+    assert np.all(mask[:, 2:] == mask[:, 2:3])  # the whole one-hot goes or stays
+    dropped = 1.0 - mask[:, 2].mean()
+    assert abs(dropped - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 40_000), dropped
+
+
+def test_prior_dropout_loss_is_the_image_loss_under_the_masked_prior_context():
+    deep = _tiny_deep_scm({"digit": 0.5})
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.integers(0, 256, (6, 32, 32, 1)), jnp.float32),
+        "digit": jnp.asarray(rng.integers(0, 10, 6), jnp.int32),
+        "thickness": jnp.asarray(rng.uniform(1.5, 4.0, 6), jnp.float32),
+        "intensity": jnp.asarray(rng.uniform(80, 250, 6), jnp.float32),
+    }
+    key = jax.random.key(3)
+    total, metrics = deep.loss(batch, key)
+
+    image_key, dropout_key = jax.random.split(key)
+    context = deep.image_encoding(batch)
+    mask = deep._prior_keep_mask(dropout_key, 6)
+    image_loss, _ = deep.image_model.loss(
+        from_pixels(batch["image"]), context, image_key, prior_context=context * mask
+    )
+    attributes = sum(float(metrics[f"{n}_nll"]) for n in ("thickness", "intensity", "digit"))
+    np.testing.assert_allclose(float(total), attributes + float(image_loss), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("prior_dropout", "changes", "match"),
+    [
+        ({"colour": 0.3}, {}, "prior_dropout: 'colour' is not an attribute"),
+        ({"digit": 1.0}, {}, r"prior_dropout\['digit'\]: expected a probability in \[0, 1\)"),
+        ({"digit": -0.1}, {}, r"prior_dropout\['digit'\]: expected a probability"),
+        ({"digit": 0.3}, {"conditional_prior": False}, "prior_dropout: needs an image model"),
+    ],
+)
+def test_prior_dropout_errors_name_the_argument(prior_dropout, changes, match):
+    with pytest.raises(ValueError, match=match):
+        _tiny_deep_scm(prior_dropout, **changes)

@@ -229,6 +229,38 @@ def test_only_a_conditional_prior_reads_the_parents(key, conditional):
         assert max(gaps) == 0.0, gaps
 
 
+_loss_with_prior_context = jax.jit(
+    lambda model, x, context, key, prior: model.loss(x, context, key, prior_context=prior)
+)
+
+
+def test_prior_context_replaces_the_parents_in_the_prior_only(key):
+    model = _perturbed(TINY)
+    k_x, k_c, k_loss = jax.random.split(key, 3)
+    x, context = from_pixels(_images(k_x, 4)), MORPHO(_parents(k_c, 4))
+    loss, parts = _loss(model, x, context, k_loss)
+    same, same_parts = _loss_with_prior_context(model, x, context, k_loss, context)
+    assert float(same) == float(loss)
+    assert {k: float(v) for k, v in same_parts.items()} == {k: float(v) for k, v in parts.items()}
+
+    no_digit = context.at[:, :10].set(0.0)  # MORPHO puts the digit's one-hot first
+    dropped, dropped_parts = _loss_with_prior_context(model, x, context, k_loss, no_digit)
+    assert abs(float(dropped_parts["kl"]) - float(parts["kl"])) > 1e-4
+    np.testing.assert_allclose(
+        dropped_parts["nll"] + dropped_parts["kl"], -dropped_parts["elbo"], rtol=1e-6
+    )
+    # ...and it is the loss of a model whose prior sees `no_digit` and everything else
+    # `context`: the posterior head reads the parents too, so swapping both must differ.
+    swapped, _ = _loss(model, x, no_digit, k_loss)
+    assert abs(float(swapped) - float(dropped)) > 1e-5
+
+    with pytest.raises(ValueError, match="prior_context: expected shape"):
+        model.loss(x, context, k_loss, prior_context=context[:, :5])
+    exogenous = HVAE(dataclasses.replace(TINY, conditional_prior=False), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="prior_context: this HVAE's prior does not read"):
+        exogenous.loss(x, context, k_loss, prior_context=context)
+
+
 # ---------------------------------------------------------------------------------------------
 # The LatentImageModel protocol.
 

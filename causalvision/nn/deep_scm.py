@@ -72,6 +72,28 @@ MORPHO_ATTRIBUTES = (
 )
 
 
+def _check_prior_dropout(
+    prior_dropout: Mapping[str, float] | None, by_name: Mapping[str, Attribute], image_model: Any
+) -> dict[str, float]:
+    rates = dict(prior_dropout or {})
+    for name, rate in rates.items():
+        if name not in by_name:
+            raise ValueError(
+                f"prior_dropout: {name!r} is not an attribute; known: {sorted(by_name)}"
+            )
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(
+                f"prior_dropout[{name!r}]: expected a probability in [0, 1), got {rate}"
+            )
+    rates = {name: float(rate) for name, rate in rates.items() if rate > 0}
+    if rates and not getattr(getattr(image_model, "config", None), "conditional_prior", False):
+        raise ValueError(
+            "prior_dropout: needs an image model with a conditional prior (an HVAE with "
+            f"conditional_prior=True), got {type(image_model).__name__}"
+        )
+    return rates
+
+
 class DeepSCM(nnx.Module):
     """Learnable mechanisms for attribute nodes and one image node.
 
@@ -81,6 +103,11 @@ class DeepSCM(nnx.Module):
         encoding of all attributes (the image's parents).
       image: the image node's name.
       flow_layers: bijectors of each attribute flow.
+      prior_dropout: `{parent: p}`: in training, each image's conditional prior sees that
+        parent's encoding zeroed with probability p (causal-gen's conditioning dropout, 1/3 on
+        the digit for Morpho). The latents must then carry less of that parent, so the
+        decoder learns to draw it from the parents and interventions on it take effect.
+        Needs an image model whose `loss` takes `prior_context` (a conditional-prior HVAE).
       rngs: initialisation.
     """
 
@@ -91,6 +118,7 @@ class DeepSCM(nnx.Module):
         *,
         image: str = "image",
         flow_layers: Sequence[str] = ("spline", "affine"),
+        prior_dropout: Mapping[str, float] | None = None,
         rngs: nnx.Rngs,
     ):
         self.attributes = tuple(attributes)
@@ -98,6 +126,7 @@ class DeepSCM(nnx.Module):
         by_name = {a.name: a for a in self.attributes}
         if len(by_name) != len(self.attributes) or image in by_name:
             raise ValueError(f"attributes: node names must be distinct and not {image!r}")
+        self.prior_dropout = _check_prior_dropout(prior_dropout, by_name, image_model)
         seen: set[str] = set()
         flows, logits = {}, {}
         for a in self.attributes:
@@ -153,11 +182,33 @@ class DeepSCM(nnx.Module):
                 nll = -jnp.mean(self.flows[a.name].log_prob(x, context))
             metrics[f"{a.name}_nll"] = nll
             total = total + nll
-        image_loss, image_metrics = self.image_model.loss(
-            from_pixels(batch[self.image]), self.image_encoding(batch), key
-        )
+        context = self.image_encoding(batch)
+        if self.prior_dropout:
+            key, dropout_key = jax.random.split(key)
+            prior_context = context * self._prior_keep_mask(dropout_key, context.shape[0])
+            image_loss, image_metrics = self.image_model.loss(
+                from_pixels(batch[self.image]), context, key, prior_context=prior_context
+            )
+        else:
+            image_loss, image_metrics = self.image_model.loss(
+                from_pixels(batch[self.image]), context, key
+            )
         metrics.update({f"image_{k}": v for k, v in image_metrics.items()})
         return total + image_loss, metrics
+
+    def _prior_keep_mask(self, key: Array, num: int) -> Array:
+        """`(num, P)` 0/1 mask: a parent's columns are zeroed per image with its probability."""
+        columns = []
+        for name, kind, setting in self.image_encoding.spec:
+            width = setting if kind == "categorical" else 1
+            rate = self.prior_dropout.get(name, 0.0)
+            if rate > 0:
+                key, sub = jax.random.split(key)
+                keep = jax.random.bernoulli(sub, 1.0 - rate, (num, 1)).astype(jnp.float32)
+            else:
+                keep = jnp.ones((num, 1), jnp.float32)
+            columns.append(jnp.broadcast_to(keep, (num, width)))
+        return jnp.concatenate(columns, axis=1)
 
     def mechanisms(self, pixel_noise: str = "abduct") -> dict[str, Any]:
         """The trained mechanisms by node name (what `scm()` assembles).

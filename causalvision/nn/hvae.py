@@ -253,14 +253,23 @@ class DecoderBlock(nnx.Module):
         return self._split_prior(self.prior.tail(h))
 
     def prior_posterior_params(
-        self, chain: Array, h: Array, activation: Array, gelu_context: Array
+        self,
+        chain: Array,
+        h: Array,
+        activation: Array,
+        gelu_context: Array,
+        gelu_prior_context: Array | None = None,
     ) -> tuple[tuple[Array, Array, Array], tuple[Array, Array]]:
-        """`prior_params` and the posterior's `(μ_q, log σ_q)` given the encoder activation."""
+        """`prior_params` and the posterior's `(μ_q, log σ_q)` given the encoder activation.
+
+        `gelu_prior_context` replaces `gelu_context` in the prior (conditioning dropout).
+        """
         b = self.posterior.head([jax.nn.gelu(h), gelu_context, jax.nn.gelu(activation)])
         b = _spatial(self.posterior.c2, jax.nn.gelu(b))
         b = _spatial(self.posterior.c3, jax.nn.gelu(b))
         q = self.posterior.tail(b)
-        return self.prior_params(chain, gelu_context), (q[..., : self.z_dim], q[..., self.z_dim :])
+        prior_context = gelu_context if gelu_prior_context is None else gelu_prior_context
+        return self.prior_params(chain, prior_context), (q[..., : self.z_dim], q[..., self.z_dim :])
 
     def finish(self, h: Array, z: Array, features: Array, context: Array) -> tuple[Array, Array]:
         """The next deterministic state and the next prior-chain state."""
@@ -467,18 +476,32 @@ class HVAE(nnx.Module):
 
     # -- training ---------------------------------------------------------------------------
 
-    def loss(self, x: Array, context: Array, key: Array) -> tuple[Array, dict[str, Array]]:
+    def loss(
+        self, x: Array, context: Array, key: Array, *, prior_context: Array | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         """Negative ELBO in nats per pixel dimension, with its reconstruction and KL parts.
 
         Args:
           x: images `(N, H, W, C)` in [-1, 1] on the 256-level grid.
           context: parents `(N, P)`.
           key: for the posterior samples.
+          prior_context: parents `(N, P)` the conditional prior reads instead of `context`
+            (conditioning dropout: some parents zeroed); the posterior and the decoder's
+            projections still read `context`.
         """
+        if prior_context is not None:
+            if not self.config.conditional_prior:
+                raise ValueError("prior_context: this HVAE's prior does not read the parents")
+            if prior_context.shape != context.shape:
+                raise ValueError(
+                    f"prior_context: expected shape {context.shape} like context, "
+                    f"got {prior_context.shape}"
+                )
+        gelu_prior_context = None if prior_context is None else jax.nn.gelu(prior_context)
 
         def layer(block, h, chain, activation, gelu_context, context, noise):
             (mu_p, logs_p, features), (mu_q, logs_q) = block.prior_posterior_params(
-                chain, h, activation, gelu_context
+                chain, h, activation, gelu_context, gelu_prior_context
             )
             kl = _gaussian_kl(mu_q, logs_q, mu_p, logs_p)
             return mu_q + jnp.exp(logs_q) * noise, features, kl.reshape(kl.shape[0], -1).sum(-1)

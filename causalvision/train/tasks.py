@@ -211,7 +211,8 @@ def attribute_predictor(config: Config) -> Task:
 def deep_scm(config: Config) -> Task:
     """A deep SCM of Morpho digits: attribute flows plus an HVAE or VAE image mechanism.
 
-    `config.model["image_model"]` is "hvae" (default) or "vae"; every other key of
+    `config.model["image_model"]` is "hvae" (default) or "vae"; `config.model["prior_dropout"]`
+    is `DeepSCM`'s conditioning dropout (e.g. `{"digit": 1/3}`); every other key of
     `config.model` sets a field of `HVAEConfig` / `VAEConfig`. The loss is the image's
     negative ELBO (nats per pixel) plus the attributes' negative log-likelihoods.
     """
@@ -255,6 +256,7 @@ def deep_scm_builder(settings: Mapping[str, Any]) -> Callable[[nnx.Rngs], Any]:
 
     settings = dict(settings)
     kind = settings.pop("image_model", "hvae")
+    prior_dropout = dict(settings.pop("prior_dropout", None) or {})
     if kind == "hvae":
         from causalvision.nn.hvae import HVAE as model_type
         from causalvision.nn.hvae import HVAEConfig as config_type
@@ -271,7 +273,8 @@ def deep_scm_builder(settings: Mapping[str, Any]) -> Callable[[nnx.Rngs], Any]:
     image_config = config_type(**settings)
 
     def init_model(rngs: nnx.Rngs) -> DeepSCM:
-        return DeepSCM(MORPHO_ATTRIBUTES, model_type(image_config, rngs=rngs), rngs=rngs)
+        image_model = model_type(image_config, rngs=rngs)
+        return DeepSCM(MORPHO_ATTRIBUTES, image_model, prior_dropout=prior_dropout, rngs=rngs)
 
     return init_model
 
