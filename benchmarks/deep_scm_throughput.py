@@ -262,9 +262,12 @@ def make_train_step(model):
 
     from causalvision.scm._compat import lenient_promotion
 
-    tx = optax.chain(
-        optax.clip_by_global_norm(GRAD_CLIP),
-        optax.adamw(LEARNING_RATE, b1=BETAS[0], b2=BETAS[1], weight_decay=WEIGHT_DECAY),
+    # Raveled into one vector, as `causalvision.train.make_optimizer` runs every rule.
+    tx = optax.flatten(
+        optax.chain(
+            optax.clip_by_global_norm(GRAD_CLIP),
+            optax.adamw(LEARNING_RATE, b1=BETAS[0], b2=BETAS[1], weight_decay=WEIGHT_DECAY),
+        )
     )
     with lenient_promotion():
         optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)

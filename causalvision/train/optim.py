@@ -33,7 +33,12 @@ def learning_rate_schedule(config: TrainerConfig) -> optax.Schedule:
 
 
 def make_optimizer(config: TrainerConfig) -> optax.GradientTransformation:
-    """Gradient clipping (if `grad_clip_norm`) chained with adam, adamw or sgd on the schedule."""
+    """Gradient clipping (if `grad_clip_norm`) chained with adam, adamw or sgd on the schedule.
+
+    The rule runs on all parameters raveled into one vector (`optax.flatten`): the same
+    arithmetic as per array, but a few large fused loops instead of several small ones per
+    parameter array, so a many-array model's step traces, compiles and runs faster.
+    """
     if config.optimizer not in OPTIMIZERS:
         raise ValueError(
             f"trainer.optimizer: expected one of {OPTIMIZERS}, got {config.optimizer!r}"
@@ -49,6 +54,6 @@ def make_optimizer(config: TrainerConfig) -> optax.GradientTransformation:
         update = optax.adamw(schedule, weight_decay=config.weight_decay)
     else:
         update = optax.sgd(schedule, momentum=0.9)
-    if config.grad_clip_norm is None:
-        return update
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), update)
+    if config.grad_clip_norm is not None:
+        update = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), update)
+    return optax.flatten(update)
