@@ -12,10 +12,13 @@ from scipy import integrate, stats
 from causalvision.nn.hvae import (
     HVAE,
     HVAEConfig,
+    _conv3x3_space_to_depth,
+    _conv_same,
     _gaussian_kl,
     _lecun_normal,
     _normals,
     _pointwise,
+    _pointwise_groups,
     discretized_gaussian_log_likelihood,
 )
 from causalvision.nn.image_mechanism import ImageMechanism, ParentEncoding, from_pixels
@@ -158,6 +161,35 @@ def test_pointwise_with_vector_parts_is_a_1x1_conv_of_the_broadcast_concatenatio
     context_map = jnp.broadcast_to(context[:, None, None, :], (2, 5, 5, 6))
     expected = conv(jnp.concatenate([a, context_map, b], -1))
     np.testing.assert_allclose(_pointwise(conv, [a, context, b]), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("resolution", "channels", "out"), [(32, 4, 4), (32, 1, 3), (8, 2, 5)])
+def test_space_to_depth_conv_is_the_plain_3x3_conv_and_so_is_its_gradient(
+    key, resolution, channels, out
+):
+    k_x, k_w, k_dy = jax.random.split(key, 3)
+    x = jax.random.normal(k_x, (3, resolution, resolution, channels))
+    kernel = jax.random.normal(k_w, (3, 3, channels, out))
+    dy = jax.random.normal(k_dy, (3, resolution, resolution, out))
+    plain, plain_vjp = jax.vjp(_conv_same, x, kernel)
+    blocks, blocks_vjp = jax.vjp(_conv3x3_space_to_depth, x, kernel)
+    np.testing.assert_allclose(blocks, plain, atol=1e-4, rtol=1e-5)
+    for got, want in zip(blocks_vjp(dy), plain_vjp(dy), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-3, rtol=1e-5)
+    # A brute-force pixel: SAME padding, output (1, 0) of the first image, first channel.
+    padded = np.pad(np.asarray(x[0]), ((1, 1), (1, 1), (0, 0)))
+    want = np.einsum("ijc,ijc->", padded[1:4, 0:3], np.asarray(kernel[..., 0]))
+    np.testing.assert_allclose(blocks[0, 1, 0, 0], want, atol=1e-4, rtol=1e-5)
+
+
+def test_pointwise_groups_are_slices_of_the_whole_product(key):
+    conv = nnx.Conv(6, 9, (1, 1), rngs=nnx.Rngs(0))
+    k_m, k_v = jax.random.split(key)
+    parts = [jax.random.normal(k_m, (2, 4, 4, 4)), jax.random.normal(k_v, (2, 2))]
+    whole = _pointwise(conv, parts)
+    groups = _pointwise_groups(conv, parts, (2, 3, 4))
+    np.testing.assert_allclose(jnp.concatenate(groups, -1), whole, atol=1e-6)
+    assert [g.shape[-1] for g in groups] == [2, 3, 4]
 
 
 def test_kernel_init_draws_lecun_normal():

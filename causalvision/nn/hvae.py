@@ -25,6 +25,10 @@ How it runs fast on a CPU (the same function as the plain reading above; measure
   gradients transpose whole activations to batch-as-feature layouts, a dot's do not;
 - the parents enter 1x1 convolutions as one `(N, P) @ (P, C)` product per sample, added to
   every pixel, instead of as broadcast maps concatenated to the activations;
+- 3x3 convolutions of 4-channel maps at 32x32 run on 2x2 blocks (space-to-depth) as 16-
+  channel convolutions at 16x16 (see `_conv3x3_space_to_depth`);
+- the prior's and posterior's outputs (mean, log-scale, features) are separate products,
+  not slices of one;
 - the posterior noise of all layers is one fused Threefry pass (see `_normals`);
 - kernels are initialised from flat draws (see `_lecun_normal`), so building the model
   does not compile a random-number program per kernel shape.
@@ -126,14 +130,20 @@ def _conv(cin: int, cout: int, kernel: int, rngs: nnx.Rngs, *, scale: float = 1.
     )
 
 
-def _pointwise(conv: nnx.Conv, parts: Sequence[Array]) -> Array:
+def _pointwise(
+    conv: nnx.Conv, parts: Sequence[Array], columns: tuple[int, int] | None = None
+) -> Array:
     """A 1x1 `conv` of `concat(parts, -1)`: `(N, r, r, C_out)`.
 
     Parts are `(N, r, r, C_i)` maps or `(N, C_i)` vectors standing for maps constant over
     space (the parents): those enter as one product per sample, added to every pixel.
+    `columns=(a, b)` computes output channels a..b only.
     """
     kernel = conv.kernel[...][0, 0]
-    shift = conv.bias[...][None, :]  # (1, C_out), or (N, C_out) with vector parts
+    bias = conv.bias[...]
+    if columns is not None:
+        kernel, bias = kernel[:, columns[0] : columns[1]], bias[columns[0] : columns[1]]
+    shift = bias[None, :]  # (1, C_out), or (N, C_out) with vector parts
     maps, map_rows, start = [], [], 0
     for part in parts:
         rows = kernel[start : start + part.shape[-1]]
@@ -149,13 +159,58 @@ def _pointwise(conv: nnx.Conv, parts: Sequence[Array]) -> Array:
     return y + shift[:, None, None, :]
 
 
+def _pointwise_groups(conv: nnx.Conv, parts: Sequence[Array], sizes: Sequence[int]) -> list[Array]:
+    """`_pointwise` cut into output-channel groups of `sizes`, each its own product.
+
+    Slicing one product would cost the backward pass a padded sum of the groups' gradients,
+    which XLA's CPU backend evaluates slowly.
+    """
+    bounds = [0, *itertools.accumulate(sizes)]
+    return [_pointwise(conv, parts, (a, b)) for a, b in itertools.pairwise(bounds)]
+
+
+def _conv_same(x: Array, kernel: Array) -> Array:
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+# _S2D_TAPS[d, a, a_out, u] = 1 where the 3x3 tap u of output sub-pixel a_out reads input
+# sub-pixel a of the 2x2 block at block offset d - 1: fine row 2Y + a_out + u - 1 is
+# 2 (Y + d - 1) + a.
+_S2D_TAPS = np.zeros((3, 2, 2, 3), np.float32)
+for _d, _a, _a_out in itertools.product(range(3), range(2), range(2)):
+    _u = 2 * (_d - 1) + _a - _a_out + 1
+    if 0 <= _u < 3:
+        _S2D_TAPS[_d, _a, _a_out, _u] = 1.0
+
+
+def _conv3x3_space_to_depth(x: Array, kernel: Array) -> Array:
+    """The SAME 3x3 convolution of `x (N, r, r, C)`, run on its 2x2 blocks.
+
+    The same convolution is a 3x3 one over the `(N, r/2, r/2, 4C)` map of 2x2 blocks, with a
+    `(3, 3, 4C, 4C_out)` kernel assembled from `kernel`: 4x the multiply-adds, but XLA's CPU
+    convolutions over 4 channels run far below their rate over 16.
+    """
+    n, r, _, c = x.shape
+    out = kernel.shape[-1]
+    blocks = x.reshape(n, r // 2, 2, r // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
+    taps = jnp.asarray(_S2D_TAPS)
+    block_kernel = jnp.einsum("yaiu,xbjv,uvcd->yxabcijd", taps, taps, kernel)
+    y = _conv_same(blocks.reshape(n, r // 2, r // 2, 4 * c), block_kernel.reshape(3, 3, 4 * c, -1))
+    return y.reshape(n, r // 2, r // 2, 2, 2, out).transpose(0, 1, 3, 2, 4, 5).reshape(n, r, r, out)
+
+
 def _spatial(conv: nnx.Conv, x: Array) -> Array:
     """`conv` (k x k, SAME) of an NHWC map."""
     if conv.kernel_size == (1, 1):
         return _pointwise(conv, [x])
-    y = jax.lax.conv_general_dilated(
-        x, conv.kernel[...], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
+    kernel = conv.kernel[...]
+    _, r, _, c = x.shape
+    if kernel.shape[:2] == (3, 3) and c <= 4 and r >= 32 and r % 2 == 0:
+        y = _conv3x3_space_to_depth(x, kernel)
+    else:
+        y = _conv_same(x, kernel)
     return y + conv.bias[...][None, None, None, :]
 
 
@@ -199,6 +254,10 @@ class Block(nnx.Module):
         """c4 of GELU(h): the block's output before the residual."""
         return _pointwise(self.c4, [jax.nn.gelu(h)])
 
+    def tail_groups(self, h: Array, sizes: Sequence[int]) -> list[Array]:
+        """`tail(h)` as output-channel groups of `sizes`."""
+        return _pointwise_groups(self.c4, [jax.nn.gelu(h)], sizes)
+
     def __call__(self, x: Array) -> Array:
         h = self.head([jax.nn.gelu(x)])
         h = _spatial(self.c2, jax.nn.gelu(h))
@@ -241,16 +300,16 @@ class DecoderBlock(nnx.Module):
         parts = [jax.nn.gelu(chain)] + ([gelu_context] if self.conditional_prior else [])
         return self.prior.head(parts)
 
-    def _split_prior(self, out: Array) -> tuple[Array, Array, Array]:
-        z = self.z_dim
-        return out[..., :z], out[..., z : 2 * z], out[..., 2 * z :]
-
     def prior_params(self, chain: Array, gelu_context: Array) -> tuple[Array, Array, Array]:
         """`(μ_p, log σ_p, features)` from the prior chain; `gelu_context` is GELU(pa) `(N, P)`."""
         h = self._prior_head(chain, gelu_context)
         h = _spatial(self.prior.c2, jax.nn.gelu(h))
         h = _spatial(self.prior.c3, jax.nn.gelu(h))
-        return self._split_prior(self.prior.tail(h))
+        z = self.z_dim
+        mu, log_scale, features = self.prior.tail_groups(
+            h, (z, z, self.prior.c4.out_features - 2 * z)
+        )
+        return mu, log_scale, features
 
     def prior_posterior_params(
         self,
@@ -267,9 +326,9 @@ class DecoderBlock(nnx.Module):
         b = self.posterior.head([jax.nn.gelu(h), gelu_context, jax.nn.gelu(activation)])
         b = _spatial(self.posterior.c2, jax.nn.gelu(b))
         b = _spatial(self.posterior.c3, jax.nn.gelu(b))
-        q = self.posterior.tail(b)
+        mu_q, log_scale_q = self.posterior.tail_groups(b, (self.z_dim, self.z_dim))
         prior_context = gelu_context if gelu_prior_context is None else gelu_prior_context
-        return self.prior_params(chain, prior_context), (q[..., : self.z_dim], q[..., self.z_dim :])
+        return self.prior_params(chain, prior_context), (mu_q, log_scale_q)
 
     def finish(self, h: Array, z: Array, features: Array, context: Array) -> tuple[Array, Array]:
         """The next deterministic state and the next prior-chain state."""
