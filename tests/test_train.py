@@ -168,6 +168,26 @@ def test_corrupted_and_partial_checkpoints_are_skipped_with_a_warning(tmp_path):
         restore(_quadratic_task(), _config(), tmp_path, step=8)
 
 
+def test_restore_reads_the_model_whatever_the_optimiser_state(tmp_path):
+    trained = train(_quadratic_task(), _config(num_steps=8, optimizer="adam"), tmp_path)
+    # Another optimiser (another state layout) reads the same model and EMA.
+    loaded = restore(_quadratic_task(), _config(optimizer="sgd", grad_clip_norm=None), tmp_path)
+    assert loaded.step == 8
+    np.testing.assert_array_equal(np.asarray(loaded.model.w[...]), np.asarray(trained.model.w[...]))
+    np.testing.assert_array_equal(
+        np.asarray(loaded.ema_model.w[...]), np.asarray(trained.ema_model.w[...])
+    )
+    assert not np.array_equal(np.asarray(loaded.model.w[...]), np.zeros(2))
+
+
+def test_resuming_from_checkpoints_of_another_state_fails_instead_of_starting_over(tmp_path):
+    train(_quadratic_task(), _config(num_steps=8, optimizer="adam"), tmp_path)
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        with pytest.raises(ValueError, match=r"no checkpoint in .* \(steps \[8, 4\]\) can be read"):
+            train(_quadratic_task(), _config(num_steps=12, optimizer="sgd"), tmp_path)
+    assert Checkpointer(tmp_path / "checkpoints").steps() == [4, 8]  # nothing overwritten
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

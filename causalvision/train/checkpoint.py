@@ -5,7 +5,8 @@ orbax V1 later touches only this file. Saves are asynchronous; each step is writ
 temporary directory and renamed when complete, so a killed run leaves either a whole
 checkpoint or a `*.orbax-checkpoint-tmp` directory that readers ignore. A step directory
 that exists but cannot be read (corrupted, truncated, copied half-way) is skipped with a
-warning and the next older step is used.
+warning and the next older step is used; if none can be read, restoring fails loudly rather
+than letting a run start again from scratch.
 """
 
 from __future__ import annotations
@@ -47,20 +48,34 @@ class Checkpointer:
         self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(
-        self, abstract_state: Any, iterator: Any = None, step: int | None = None
+        self,
+        abstract_state: Any,
+        iterator: Any = None,
+        step: int | None = None,
+        *,
+        partial: bool = False,
     ) -> tuple[int, Any, dict] | None:
-        """The newest readable checkpoint (or `step`) as `(step, state, meta)`, or None.
+        """The newest readable checkpoint (or `step`) as `(step, state, meta)`; None if none.
 
         `abstract_state` gives the structure, dtypes and shardings to restore into (e.g.
-        `jax.tree.map(ocp.utils.to_shape_dtype_struct, state)`); `iterator`, if given, is
-        set to the saved data position in place.
+        `jax.tree.map(ocp.utils.to_shape_dtype_struct, state)`); with `partial`, it may be a
+        sub-tree of what was saved (say, the model without its optimiser state) and only
+        its leaves are read. `iterator`, if given, is set to the saved data position in place.
+
+        Raises:
+          ValueError: `step` is unreadable, or checkpoints exist and none is readable.
         """
+        if partial:
+            restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_state)
+            state_args = ocp.args.PyTreeRestore(
+                abstract_state, restore_args=restore_args, partial_restore=True
+            )
+        else:
+            state_args = ocp.args.StandardRestore(abstract_state)
         candidates = [step] if step is not None else self.steps()[::-1]
+        first_error = None
         for candidate in candidates:
-            items = {
-                "state": ocp.args.StandardRestore(abstract_state),
-                "meta": ocp.args.JsonRestore(),
-            }
+            items = {"state": state_args, "meta": ocp.args.JsonRestore()}
             if iterator is not None:
                 items["data"] = grain.checkpoint.CheckpointRestore(iterator)
             try:
@@ -75,8 +90,22 @@ class Checkpointer:
                     f"{type(error).__name__}: {str(error)[:200]}",
                     stacklevel=2,
                 )
+                first_error = first_error or error
                 continue
+            if partial:  # orbax hands back plain containers: restore the target's types
+                leaves = jax.tree.leaves(out.state)
+                return (
+                    candidate,
+                    jax.tree.unflatten(jax.tree.structure(abstract_state), leaves),
+                    dict(out.meta or {}),
+                )
             return candidate, out.state, dict(out.meta or {})
+        if candidates:
+            raise ValueError(
+                f"no checkpoint in {self.directory} (steps {candidates}) can be read into this "
+                f"state; was it written by another model or optimiser? Newest error: "
+                f"{type(first_error).__name__}: {str(first_error)[:300]}"
+            ) from first_error
         return None
 
     def wait(self) -> None:

@@ -231,17 +231,24 @@ def restore(
 ) -> TrainResult:
     """The model (and EMA) of the newest readable checkpoint in `workdir`, or of `step`.
 
-    `task` and `config` must describe the run that wrote it (same model and optimiser);
-    the data sources are not read.
+    `task` must build the model of the run that wrote it; only the model's variables and
+    their EMA are read, so the optimiser state's layout does not matter. The data sources
+    are not read.
     """
     workdir = pathlib.Path(workdir)
     mesh = distributed.data_mesh()
     graphdef, state, _ = _initial_state(task, config, mesh)
+    wanted = {"model_opt": {0: state["model_opt"][0]}}  # (model, optimizer)[0]
+    if "ema" in state:
+        wanted["ema"] = state["ema"]
     with Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep) as checkpointer:
-        restored = checkpointer.restore(abstract_like(state), step=step)
+        restored = checkpointer.restore(abstract_like(wanted), step=step, partial=True)
     if restored is None:
         raise FileNotFoundError(f"workdir: no checkpoint in {workdir / 'checkpoints'}")
-    at, state, _ = restored
+    at, found, _ = restored
+    state["model_opt"][0] = found["model_opt"][0]
+    if "ema" in found:
+        state["ema"] = found["ema"]
     return _result(graphdef, state, at, workdir)
 
 
