@@ -1,6 +1,7 @@
 """Deep SCM of Morpho digits with deepscm's conditional VAE as the image mechanism.
 
   causalvision train experiments/morpho_vae.py --workdir runs/morpho_vae
+  causalvision train experiments/morpho_vae.py:demo --workdir runs/demo_vae   # beside make demo
   causalvision train experiments/morpho_vae.py:tiny --workdir /tmp/vae
 
 Full size follows deepscm's Morpho-MNIST "Full" model (REFERENCE §2.1): conv 64 → conv 128 →
@@ -33,6 +34,12 @@ def get_config(preset: str = "default") -> Config:
     )
     if preset == "default":
         return config
+    if preset == "demo":  # the HVAE demo's data and step budget, to compare the two
+        config.data.size, config.data.eval_size = 8_192, 256
+        t = config.trainer
+        t.num_steps, t.batch_size, t.learning_rate = 1_500, 32, 1e-3
+        t.log_every, t.eval_every, t.checkpoint_every, t.eval_batches = 50, 500, 500, 4
+        return config
     if preset == "tiny":  # seconds, for tests
         config.data.size, config.data.eval_size = 128, 32
         config.model.update(
@@ -43,4 +50,4 @@ def get_config(preset: str = "default") -> Config:
         t.log_every, t.eval_every, t.checkpoint_every, t.eval_batches = 2, 4, 4, 1
         t.progress = False
         return config
-    raise ValueError(f"preset: expected 'default' or 'tiny', got {preset!r}")
+    raise ValueError(f"preset: expected 'default', 'demo' or 'tiny', got {preset!r}")

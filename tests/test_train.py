@@ -339,3 +339,28 @@ def test_only_trainable_variables_change(tmp_path):
     result = train(task, _config(num_steps=40, ema_decay=None, learning_rate=0.1), tmp_path)
     np.testing.assert_array_equal(np.asarray(result.model.frozen[...]), 1.0)
     np.testing.assert_allclose(np.asarray(result.model.trained[...]), 2.0, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "presets"),
+    [
+        ("morpho_oracle", ("default", "demo", "tiny")),
+        ("morpho_hvae", ("default", "demo", "tiny")),
+        ("morpho_vae", ("default", "demo", "tiny")),
+        ("morpho_hvae_cf", ("default", "tiny")),
+    ],
+)
+def test_every_experiment_preset_is_a_valid_config(experiment, presets):
+    from causalvision.train.tasks import _cf_settings, deep_scm_builder
+
+    path = EXPERIMENT.parent / f"{experiment}.py"
+    for preset in presets:
+        config = load_config(f"{path}:{preset}")
+        assert config.trainer.num_steps >= 1
+        if config.task == "deep_scm":
+            deep_scm_builder(config.model)  # rejects unknown model settings
+        elif config.task == "deep_scm_cf":  # its runs come from the command line
+            config.model.update(init_from="runs/deep_scm", oracle="runs/oracle")
+            _cf_settings(config)
+    with pytest.raises(ValueError, match="preset: expected"):
+        load_config(f"{path}:nonsense")
