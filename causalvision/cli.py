@@ -7,11 +7,18 @@
       [--coordinator-address HOST:PORT --num-processes N --process-id K]
 
 Heavy imports happen inside each sub-command so `causalvision --help` is instant.
+
+The installed program keeps JAX's persistent compilation cache in $CAUSALVISION_CACHE_DIR
+(default ~/.cache/causalvision/jax; set it empty to switch the cache off): a resumed or
+repeated run loads its compiled train step instead of compiling it again (the Morpho HVAE
+step: ~27 s cold, ~5 s from the cache on a 2-core CPU).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import pathlib
 import sys
 from collections.abc import Sequence
 
@@ -143,5 +150,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The installed `causalvision` program: `main` with a persistent compilation cache.
+
+    Set here, not in `main`, so that calling `main` from Python leaves JAX's configuration
+    to the caller; JAX_COMPILATION_CACHE_DIR, if set, wins.
+    """
+    default = pathlib.Path.home() / ".cache" / "causalvision" / "jax"
+    cache = os.environ.get("CAUSALVISION_CACHE_DIR", str(default))
+    if cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        import jax  # already imported by the package; nothing has been compiled yet
+
+        jax.config.update("jax_compilation_cache_dir", cache)
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    console()

@@ -118,3 +118,22 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     _run(killed, *noise)  # resumes from the last finished checkpoint
     assert _max_difference(_params(killed), _params(tmp_path / "straight")) == 0.0
+
+
+def test_the_installed_program_keeps_a_persistent_compilation_cache(tmp_path):
+    cache = tmp_path / "cache"
+    # Cache every program: the tiny run's programs compile in under the 1 s default threshold.
+    env = dict(_env(), CAUSALVISION_CACHE_DIR=str(cache))
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    command = [sys.executable, "-c", "from causalvision.cli import console; console()", "train"]
+    config = str(ROOT / "experiments" / "morpho_oracle.py:tiny")
+    out = subprocess.run(
+        [*command, config, "--workdir", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert any(cache.iterdir()), "no compiled program was cached"
