@@ -475,6 +475,12 @@ def goals(rows: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
                         f"({GOAL_FACTOR}x max of {reference})",
                 "value": f"{r['rate']:.1f} samples/s", "met": r["rate"] >= target,
             })  # fmt: skip
+        ratio = r.get("causalvision_over_peer")
+        if ratio is not None:  # the fair test on a CPU faster or slower than the reference one
+            out.append({
+                "goal": f"train batch {r['batch']}: >= {GOAL_FACTOR}x causal-gen in this run",
+                "value": f"{ratio:.2f}x", "met": ratio >= GOAL_FACTOR,
+            })  # fmt: skip
         out.append({
             "goal": f"train batch {r['batch']}: compiles in < {GOAL_COMPILE_S:g} s",
             "value": f"{r['compile_s']:.1f} s (trace/lower {r['lower_s']:.1f} + XLA "
