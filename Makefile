@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 # than carrying the factual pixel residual over (see docs/deep_scm.md).
 DEMO := runs/demo
 demo: $(STAMP)
+	rm -rf $(DEMO)  # a fresh run each time, not a resume of an older one
 	$(VENV)/bin/causalvision train experiments/morpho_oracle.py:demo --workdir $(DEMO)/oracle
 	$(VENV)/bin/causalvision train experiments/morpho_hvae.py:demo --workdir $(DEMO)/deep_scm
 	$(VENV)/bin/causalvision evaluate --workdir $(DEMO)/deep_scm --oracle $(DEMO)/oracle --out $(DEMO) \
