@@ -183,16 +183,14 @@ class DeepSCM(nnx.Module):
             metrics[f"{a.name}_nll"] = nll
             total = total + nll
         context = self.image_encoding(batch)
+        options = {}
         if self.prior_dropout:
             key, dropout_key = jax.random.split(key)
-            prior_context = context * self._prior_keep_mask(dropout_key, context.shape[0])
-            image_loss, image_metrics = self.image_model.loss(
-                from_pixels(batch[self.image]), context, key, prior_context=prior_context
-            )
-        else:
-            image_loss, image_metrics = self.image_model.loss(
-                from_pixels(batch[self.image]), context, key
-            )
+            mask = self._prior_keep_mask(dropout_key, context.shape[0])
+            options["prior_context"] = context * mask
+        image_loss, image_metrics = self.image_model.loss(
+            from_pixels(batch[self.image]), context, key, **options
+        )
         metrics.update({f"image_{k}": v for k, v in image_metrics.items()})
         return total + image_loss, metrics
 
