@@ -39,8 +39,6 @@ shared machine rates vary by ~10% from run to run: compare ratios within one run
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import json
 import os
 import platform
 import statistics
@@ -53,6 +51,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from _common import print_columns, version, write_results
 
 if "JAX_PLATFORMS" not in os.environ:
     jax.config.update("jax_platforms", "cpu")
@@ -76,20 +75,6 @@ NUM_CLASSES = 10
 
 # ----------------------------------------------------------------------------------------------
 # Helpers.
-
-
-def version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def python_path() -> str:
-    """The interpreter, relative to the repository when it lives there (a venv)."""
-    root = Path(__file__).resolve().parent.parent
-    executable = Path(sys.executable).absolute()
-    return str(executable.relative_to(root)) if executable.is_relative_to(root) else sys.executable
 
 
 def row(stage: str, what: str, images: int, times: list[float], note: str = "") -> dict:
@@ -269,17 +254,13 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = ("stage", "what", "images", "time s", "images/s", "note")
-    lines = [header]
+    lines = []
     for r in rows:
         lines.append((
             r["stage"], r["what"], str(r["images"]), f"{r['time_s']:.3f}",
             f"{r['images_per_s']:,.0f}", r["note"],
         ))  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for k, line in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print_columns(header, lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,16 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "keeps the step fed" if check["keeps_step_fed"] else "SLOWER than the step"
         print(f"  {check['pipeline']}: {check['ratio']:.2f}x ({verdict})")
 
-    result = {
-        "command": " ".join([python_path(), *sys.argv]),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": info,
-        "rows": rows,
-        "pipeline_over_train_step": checks,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_results(
+        args,
+        args.output,
+        machine=info,
+        rows=rows,
+        pipeline_over_train_step=checks,
+    )
     return 0
 
 

@@ -46,7 +46,6 @@ unless JAX_PLATFORMS says otherwise; XLA uses all cores. On a shared machine rat
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
@@ -58,6 +57,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from _common import fmt, print_columns, version, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "deep_scm_throughput.json"
@@ -76,19 +77,6 @@ GOAL_COMPILE_S = 20.0
 
 # ----------------------------------------------------------------------------------------------
 # Shared helpers (no JAX or torch import here: the peer worker runs without JAX).
-
-
-def version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def python_path(executable: str | Path = sys.executable) -> str:
-    """The interpreter, relative to the repository when it lives there (a venv)."""
-    path = Path(executable).absolute()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def median_rate(run: Callable[[], None], rounds: int, steps: int) -> list[float]:
@@ -437,14 +425,10 @@ def machine_info(peer: dict[str, Any] | None) -> dict[str, Any]:
     return info
 
 
-def fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = ("what", "library", "batch", "compile s", "step s", "rate /s", "GFLOP/s",
               "of peak", "cv / peer", "note")  # fmt: skip
-    lines = [header]
+    lines = []
     for r in rows:
         lines.append((
             r["what"], r["library"], str(r["batch"]), fmt(r.get("compile_s"), ".1f"),
@@ -453,11 +437,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             fmt(r.get("peak_fraction"), ".1%"),
             fmt(r.get("causalvision_over_peer"), ".2f"), r.get("note", ""),
         ))  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for k, line in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print_columns(header, lines)
 
 
 def goals(rows: list[dict[str, Any]], quick: bool) -> list[dict[str, Any]]:
@@ -608,22 +588,19 @@ def main(argv: list[str] | None = None) -> int:
     for check in checks:
         print(f"{'MET    ' if check['met'] else 'NOT MET'}  {check['goal']}: {check['value']}")
 
-    result = {
-        "command": " ".join([python_path(), *sys.argv]),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "model": {
+    write_results(
+        args,
+        args.output,
+        model={
             "config": repr(config),
             "params": params,
             "peer_params": peer["params"] if peer else None,
         },
-        "machine": machine_info(peer),
-        "matmul_peak": {**peak, "flop_rate": peak_rate},
-        "rows": rows,
-        "goals": checks,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+        machine=machine_info(peer),
+        matmul_peak={**peak, "flop_rate": peak_rate},
+        rows=rows,
+        goals=checks,
+    )
     return 0
 
 

@@ -40,8 +40,6 @@ unless JAX_PLATFORMS says otherwise; thread settings are left at their defaults.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import json
 import os
 import platform
 import statistics
@@ -53,6 +51,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from _common import fmt, print_columns, version, write_results
 
 if "JAX_PLATFORMS" not in os.environ:
     jax.config.update("jax_platforms", "cpu")
@@ -110,20 +109,6 @@ def random_dag(num_nodes: int = 20, seed: int = 20) -> LinearSpec:
 
 # ----------------------------------------------------------------------------------------------
 # Helpers.
-
-
-def version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def python_path() -> str:
-    """The interpreter, relative to the repository when it lives there (a venv)."""
-    root = Path(__file__).resolve().parent.parent
-    executable = Path(sys.executable).absolute()
-    return str(executable.relative_to(root)) if executable.is_relative_to(root) else sys.executable
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -376,14 +361,10 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_table(rows: list[dict[str, Any]]) -> None:
     # Ratio: how many times faster causalvision answers the query (peer time / cv time).
     header = ("query", "library", "N", "compile s", "time s", "units/s", "error", "vs cv", "note")
-    lines = [header]
+    lines = []
     for r in rows:
         ratio = r.get("causalvision_speedup")
         lines.append((
@@ -391,11 +372,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             fmt(r["time_s"], ".4f"), fmt(r["units_per_s"], ".3g"), fmt(r["error"], ".2e"),
             "-" if ratio is None else f"{ratio:.1f}x", r["note"],
         ))  # fmt: skip
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for k, line in enumerate(lines):
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print_columns(header, lines)
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -500,16 +477,13 @@ def main(argv: list[str] | None = None) -> int:
     for check in checks:
         print(f"{'MET    ' if check['met'] else 'NOT MET'}  {check['goal']}: {check['value']}")
 
-    result = {
-        "command": " ".join([python_path(), *sys.argv]),
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": info,
-        "rows": rows,
-        "goals": checks,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    write_results(
+        args,
+        args.output,
+        machine=info,
+        rows=rows,
+        goals=checks,
+    )
     return 0
 
 
