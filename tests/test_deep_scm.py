@@ -157,6 +157,7 @@ def test_prior_dropout_zeroes_a_parents_columns_per_image_at_its_rate():
     deep = _tiny_deep_scm({"digit": 0.25})
     names = [name for name, _, _ in deep.image_encoding.spec]
     assert names == ["thickness", "intensity", "digit"]  # digit one-hot in columns 2..11
+    assert deep.image_encoding.widths == (1, 1, 10) and deep.image_encoding.size == 12
     mask = np.asarray(deep._prior_keep_mask(jax.random.key(0), 40_000))
     assert mask.shape == (40_000, 12)
     np.testing.assert_array_equal(mask[:, :2], 1.0)

@@ -196,9 +196,8 @@ class DeepSCM(nnx.Module):
 
     def _prior_keep_mask(self, key: Array, num: int) -> Array:
         """`(num, P)` 0/1 mask: a parent's columns are zeroed per image with its probability."""
-        columns = []
-        for name, kind, setting in self.image_encoding.spec:
-            width = setting if kind == "categorical" else 1
+        encoding, columns = self.image_encoding, []
+        for name, width in zip(encoding.names, encoding.widths, strict=True):
             rate = self.prior_dropout.get(name, 0.0)
             if rate > 0:
                 key, sub = jax.random.split(key)

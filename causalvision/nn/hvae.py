@@ -306,10 +306,7 @@ class DecoderBlock(nnx.Module):
         h = _spatial(self.prior.c2, jax.nn.gelu(h))
         h = _spatial(self.prior.c3, jax.nn.gelu(h))
         z = self.z_dim
-        mu, log_scale, features = self.prior.tail_groups(
-            h, (z, z, self.prior.c4.out_features - 2 * z)
-        )
-        return mu, log_scale, features
+        return tuple(self.prior.tail_groups(h, (z, z, self.prior.c4.out_features - 2 * z)))
 
     def prior_posterior_params(
         self,

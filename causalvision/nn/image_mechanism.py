@@ -93,9 +93,14 @@ class ParentEncoding:
         return tuple(name for name, _, _ in self.spec)
 
     @property
+    def widths(self) -> tuple[int, ...]:
+        """Columns of each parent in the context vector, in `names` order."""
+        return tuple(s if k == "categorical" else 1 for _, k, s in self.spec)
+
+    @property
     def size(self) -> int:
         """P, the width of the context vector."""
-        return sum(s if k == "categorical" else 1 for _, k, s in self.spec)
+        return sum(self.widths)
 
     def __call__(self, parents: Mapping[str, Array]) -> Array:
         columns = []
