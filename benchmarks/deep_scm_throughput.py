@@ -252,6 +252,7 @@ def make_train_step(model):
     from flax import nnx
 
     from causalvision.scm._compat import lenient_promotion
+    from causalvision.train.optim import global_norm
 
     # Raveled into one vector, as `causalvision.train.make_optimizer` runs every rule.
     tx = optax.flatten(
@@ -269,7 +270,7 @@ def make_train_step(model):
         (loss, _), grads = nnx.value_and_grad(lambda m: m.loss(x, context, key), has_aux=True)(
             model
         )
-        grad_norm = optax.global_norm(grads)
+        grad_norm = global_norm(grads)
         with lenient_promotion():
             optimizer.update(model, grads)
         new = nnx.state((model, optimizer))

@@ -25,6 +25,7 @@ from causalvision.train import (
     train,
     train_and_evaluate,
 )
+from causalvision.train.optim import global_norm
 
 EXPERIMENT = pathlib.Path(__file__).parent.parent / "experiments" / "morpho_oracle.py"
 
@@ -109,6 +110,21 @@ def test_updates_clipping_schedule_and_ema_match_a_hand_written_optimiser(tmp_pa
     assert logged == pytest.approx([np.mean(norms[k : k + 3]) for k in (0, 3, 6, 9)], rel=1e-5)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert Checkpointer(tmp_path / "checkpoints").steps() == [8, 12]  # max_to_keep=2
+
+
+def test_global_norm_is_the_norm_of_all_leaves_together():
+    tree = {
+        "a": jnp.asarray([[3.0, 0.0], [0.0, 0.0]], jnp.float32),
+        "b": [jnp.asarray([4.0], jnp.bfloat16), jnp.zeros((0,), jnp.float32)],
+        "c": jnp.asarray(12.0, jnp.float32),
+    }
+    assert float(global_norm(tree)) == pytest.approx(13.0)  # sqrt(9 + 16 + 144)
+    assert global_norm(tree).dtype == jnp.float32
+    assert float(global_norm({})) == 0.0
+    rng = np.random.default_rng(0)
+    leaves = [rng.normal(size=s).astype(np.float32) for s in [(3, 4), (5,), (2, 2, 2)]]
+    brute = np.sqrt(sum(float((leaf.astype(np.float64) ** 2).sum()) for leaf in leaves))
+    assert float(global_norm([jnp.asarray(x) for x in leaves])) == pytest.approx(brute, rel=1e-6)
 
 
 def test_learning_rate_schedules():

@@ -23,7 +23,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
@@ -33,7 +32,7 @@ from causalvision.train import distributed
 from causalvision.train.checkpoint import Checkpointer, abstract_like
 from causalvision.train.config import Config, TrainerConfig
 from causalvision.train.metrics_io import MetricWriter, plot_curves
-from causalvision.train.optim import learning_rate_schedule, make_optimizer
+from causalvision.train.optim import global_norm, learning_rate_schedule, make_optimizer
 
 Batch = Mapping[str, Any]
 LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
@@ -321,7 +320,7 @@ def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) 
         with lenient_promotion():  # optax mixes its int step counters with floats
             optimizer.update(model, grads)
             learning_rate = jnp.asarray(schedule(step), jnp.float32)
-        grad_norm = optax.tree.norm(grads)
+        grad_norm = global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new_state = dict(state)
         new_state["model_opt"] = nnx.state((model, optimizer))
