@@ -175,14 +175,21 @@ def _conv_same(x: Array, kernel: Array) -> Array:
     )
 
 
-# _S2D_TAPS[d, a, a_out, u] = 1 where the 3x3 tap u of output sub-pixel a_out reads input
-# sub-pixel a of the 2x2 block at block offset d - 1: fine row 2Y + a_out + u - 1 is
-# 2 (Y + d - 1) + a.
-_S2D_TAPS = np.zeros((3, 2, 2, 3), np.float32)
-for _d, _a, _a_out in itertools.product(range(3), range(2), range(2)):
-    _u = 2 * (_d - 1) + _a - _a_out + 1
-    if 0 <= _u < 3:
-        _S2D_TAPS[_d, _a, _a_out, _u] = 1.0
+def _space_to_depth_kernel_map() -> np.ndarray:
+    """`(3 * 3 * 2 * 2 * 2 * 2, 3 * 3)` 0/1 matrix taking a 3x3 kernel's taps to the 2x2-block
+    kernel's: row (y, x, a, b, i, j), column (u, v) is 1 where tap (u, v) of output sub-pixel
+    (i, j) reads input sub-pixel (a, b) of the block at offset (y - 1, x - 1).
+    """
+    # taps[d, a, a_out, u]: along one axis, fine row 2Y + a_out + u - 1 is 2 (Y + d - 1) + a.
+    taps = np.zeros((3, 2, 2, 3), np.float32)
+    for d, a, a_out in itertools.product(range(3), range(2), range(2)):
+        u = 2 * (d - 1) + a - a_out + 1
+        if 0 <= u < 3:
+            taps[d, a, a_out, u] = 1.0
+    return np.einsum("yaiu,xbjv->yxabijuv", taps, taps).reshape(144, 9)
+
+
+_S2D_KERNEL_MAP = _space_to_depth_kernel_map()
 
 
 def _conv3x3_space_to_depth(x: Array, kernel: Array) -> Array:
@@ -195,9 +202,12 @@ def _conv3x3_space_to_depth(x: Array, kernel: Array) -> Array:
     n, r, _, c = x.shape
     out = kernel.shape[-1]
     blocks = x.reshape(n, r // 2, 2, r // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-    taps = jnp.asarray(_S2D_TAPS)
-    block_kernel = jnp.einsum("yaiu,xbjv,uvcd->yxabcijd", taps, taps, kernel)
-    y = _conv_same(blocks.reshape(n, r // 2, r // 2, 4 * c), block_kernel.reshape(3, 3, 4 * c, -1))
+    # One product for the whole assembly: the step compiles fewer kernels than a 3-way einsum.
+    block_kernel = (jnp.asarray(_S2D_KERNEL_MAP) @ kernel.reshape(9, c * out)).reshape(
+        3, 3, 2, 2, 2, 2, c, out
+    )
+    block_kernel = block_kernel.transpose(0, 1, 2, 3, 6, 4, 5, 7).reshape(3, 3, 4 * c, 4 * out)
+    y = _conv_same(blocks.reshape(n, r // 2, r // 2, 4 * c), block_kernel)
     return y.reshape(n, r // 2, r // 2, 2, 2, out).transpose(0, 1, 3, 2, 4, 5).reshape(n, r, r, out)
 
 
