@@ -90,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     build.set_defaults(run=_data_build)
 
     train = commands.add_parser("train", help="train a model from a config file")
-    train.add_argument("config", help="path to a config file in experiments/, e.g. x.py:tiny")
+    train.add_argument(
+        "config", help="an experiment file with a preset (x.py:tiny) or a run's config.json"
+    )
     train.add_argument("--workdir", required=True, help="checkpoints, metrics and plots go here")
     train.add_argument(
         "--set",

@@ -1,5 +1,6 @@
 """The generic trainer in-process: updates, EMA, schedules, checkpoints, errors, configs, CLI."""
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -257,6 +258,22 @@ def test_config_files_presets_and_overrides():
         load_config("experiments/missing.py")
     with pytest.raises(ValueError, match="preset"):
         load_config(f"{EXPERIMENT}:huge")
+
+
+def test_a_runs_config_json_loads_back_as_the_same_config(tmp_path):
+    config = load_config(f"{EXPERIMENT}:tiny", ["model.widths=(4, 8)"])
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(dataclasses.asdict(config)))
+    assert load_config(saved) == config
+    assert load_config(saved, ["trainer.num_steps=3"]).trainer.num_steps == 3
+    with pytest.raises(ValueError, match="no presets"):
+        load_config(f"{saved}:tiny")
+    (tmp_path / "broken.json").write_text('{"data": {}}')
+    with pytest.raises(ValueError, match=r"not a run's config\.json"):
+        load_config(tmp_path / "broken.json")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match=r"expected an experiment \.py file or a run's config"):
+        load_config(tmp_path / "notes.txt")
 
 
 def test_train_and_evaluate_the_tiny_experiment_end_to_end(tmp_path):

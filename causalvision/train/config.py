@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import json
 import pathlib
 import types
 import typing
@@ -89,16 +90,32 @@ def config_from_dict(values: Mapping[str, Any]) -> Config:
 
 
 def load_config(spec: str | pathlib.Path, overrides: Sequence[str] = ()) -> Config:
-    """Loads `path/to/experiment.py[:preset]` and applies `key=value` overrides.
+    """Loads `path/to/experiment.py[:preset]` or a run's `config.json`, then applies overrides.
+
+    Overrides are `key=value` strings, e.g. `trainer.num_steps=100`.
 
     Raises:
-      ValueError: the file is missing, has no `get_config`, or an override names an unknown
-        field or has a value of the wrong type.
+      ValueError: the file is missing or neither `.py` nor `.json`, a config file has no
+        `get_config`, a JSON file is given a preset, or an override names an unknown field or
+        has a value of the wrong type.
     """
     path, _, preset = str(spec).partition(":")
     file = pathlib.Path(path)
     if not file.is_file():
         raise ValueError(f"config: no such file {str(file)!r}")
+    if file.suffix == ".json":  # a run's saved config: rerun or extend it
+        if preset:
+            raise ValueError(f"config: a JSON config has no presets, got {str(spec)!r}")
+        try:
+            config = config_from_dict(json.loads(file.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            message = f"config: {str(file)!r} is not a run's config.json ({error})"
+            raise ValueError(message) from error
+        return apply_overrides(config, overrides)
+    if file.suffix != ".py":
+        raise ValueError(
+            f"config: expected an experiment .py file or a run's config.json, got {str(file)!r}"
+        )
     module_spec = importlib.util.spec_from_file_location(f"_causalvision_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
