@@ -200,3 +200,89 @@ def test_prior_dropout_loss_is_the_image_loss_under_the_masked_prior_context():
 def test_prior_dropout_errors_name_the_argument(prior_dropout, changes, match):
     with pytest.raises(ValueError, match=match):
         _tiny_deep_scm(prior_dropout, **changes)
+
+
+@pytest.fixture(scope="module")
+def trained_oracle(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("oracle")
+    oracle = EXPERIMENT.parent / "morpho_oracle.py"
+    overrides = ["trainer.num_steps=4", "trainer.checkpoint_every=4", "trainer.eval_every=4"]
+    train_and_evaluate(load_config(f"{oracle}:tiny", overrides), workdir)
+    return workdir
+
+
+def _params(module) -> dict[str, np.ndarray]:
+    flat = nnx.to_flat_state(nnx.state(module, nnx.Param))
+    return {"/".join(map(str, path)): np.asarray(leaf[...]) for path, leaf in flat}
+
+
+def test_counterfactual_training_tunes_only_the_image_mechanism(
+    trained_run, trained_oracle, tmp_path
+):
+    from causalvision.train import load_run
+
+    deep_dir, _ = trained_run
+    cf_experiment = EXPERIMENT.parent / "morpho_hvae_cf.py"
+    overrides = [
+        f"model.init_from='{deep_dir}'",
+        f"model.oracle='{trained_oracle}'",
+        "trainer.eval_every=None",  # the eval step would compile the loss a second time
+    ]
+    result = train_and_evaluate(load_config(f"{cf_experiment}:tiny", overrides), tmp_path)
+    assert result.step == 4
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        assert all(np.isfinite(v) for k, v in line.items() if k not in ("step", "split"))
+    assert {"counterfactual_nll", "negative_elbo", "multiplier"} <= set(lines[0])
+
+    tuned = _params(result.model)
+    before = {f"deep/{k}": v for k, v in _params(load_run(deep_dir)[1].ema_model).items()}
+    before.update(
+        {f"predictor/{k}": v for k, v in _params(load_run(trained_oracle)[1].ema_model).items()}
+    )
+    changed = {k for k, v in before.items() if not np.array_equal(tuned[k], v)}
+    assert changed and all(k.startswith("deep/image_model/") for k in changed)
+    assert float(tuned["multiplier_raw"]) != 0.0  # the multiplier trains too
+
+
+def test_counterfactual_nll_matches_whole_batch_counterfactuals_per_parent(
+    trained_run, trained_oracle
+):
+    from causalvision.train import load_run
+    from causalvision.train.tasks import counterfactual_nll
+
+    deep_dir, _ = trained_run
+    config, deep_run = load_run(deep_dir)
+    scm = deep_run.ema_model.scm()
+    predictor = load_run(trained_oracle)[1].ema_model
+    examples = held_out_examples(config, 7)
+    batch = {n: jnp.asarray(examples[n], jnp.float32) for n in ("image", "thickness", "intensity")}
+    batch["digit"] = jnp.asarray(examples["digit"], jnp.int32)
+    key = jax.random.key(3)
+    value = float(counterfactual_nll(scm, predictor, batch, key))
+
+    # Second computation: every parent's counterfactual of the whole reordered batch, then per
+    # image the parent its third was given (7 images: 3 x thickness, 2 x intensity, 2 x digit),
+    # scored in float64.
+    order = np.asarray(jax.random.permutation(key, 7))
+    shuffled = {n: v[order] for n, v in batch.items()}
+    donors = {n: jnp.roll(v, -1, axis=0) for n, v in shuffled.items()}
+    node_of = ["thickness"] * 3 + ["intensity"] * 2 + ["digit"] * 2
+    standardise = dict(predictor.standardise)
+    terms = []
+    for node in ("thickness", "intensity", "digit"):
+        cf = scm.counterfactual(shuffled, {node: donors[node]})
+        predictions = {
+            k: np.asarray(v, np.float64) for k, v in predictor(cf["image"] / 255.0).items()
+        }
+        for i in [i for i, n in enumerate(node_of) if n == node]:
+            logits = predictions["digit"][i]
+            digit = int(cf["digit"][i])
+            term = np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[digit]
+            for name in ("thickness", "intensity"):
+                offset, scale = standardise[name]
+                target = (float(cf[name][i]) - offset) / scale
+                term += 0.5 * (predictions[name][i] - target) ** 2
+            terms.append(term)
+    assert donors["digit"][6] == shuffled["digit"][0]  # the last image takes the first's value
+    assert value == pytest.approx(np.mean(terms), rel=1e-4)
