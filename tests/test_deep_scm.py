@@ -286,3 +286,6 @@ def test_counterfactual_nll_matches_whole_batch_counterfactuals_per_parent(
             terms.append(term)
     assert donors["digit"][6] == shuffled["digit"][0]  # the last image takes the first's value
     assert value == pytest.approx(np.mean(terms), rel=1e-4)
+    two = {n: v[:2] for n, v in batch.items()}  # too few to give every parent an image
+    with pytest.raises(ValueError, match="batch: counterfactual training needs at least 3"):
+        counterfactual_nll(scm, predictor, two, key)

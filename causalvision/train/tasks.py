@@ -399,6 +399,11 @@ def counterfactual_nll(
     which XLA:CPU's convolution gradients run about 10x slower.
     """
     num = batch["digit"].shape[0]
+    if num < len(_CF_NODES):
+        raise ValueError(
+            f"batch: counterfactual training needs at least {len(_CF_NODES)} images per batch "
+            f"(one per intervened parent), got {num}"
+        )
     order = jax.random.permutation(key, num)
     shuffled = {name: value[order] for name, value in batch.items()}
     donors = {name: jnp.roll(value, -1, axis=0) for name, value in shuffled.items()}
