@@ -182,6 +182,35 @@ def test_space_to_depth_conv_is_the_plain_3x3_conv_and_so_is_its_gradient(
     np.testing.assert_allclose(blocks[0, 1, 0, 0], want, atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kernel_size", [3, 7, 2])
+def test_conv_gradients_are_those_of_autodiff_also_inside_control_flow(key, kernel_size):
+    k_x, k_w, k_dy = jax.random.split(key, 3)
+    x = jax.random.normal(k_x, (2, 9, 9, 3))
+    kernel = jax.random.normal(k_w, (kernel_size, kernel_size, 3, 5))
+    dy = jax.random.normal(k_dy, (2, 9, 9, 5))
+
+    def reference(x, kernel):  # XLA's own SAME padding and autodiff's transposes
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    want, want_vjp = jax.vjp(reference, x, kernel)
+    got, got_vjp = jax.vjp(_conv_same, x, kernel)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+    want_grads = want_vjp(dy)
+    for got_grad, want_grad in zip(got_vjp(dy), want_grads, strict=True):
+        np.testing.assert_allclose(got_grad, want_grad, atol=1e-3, rtol=1e-5)
+
+    def pullback(x, kernel, dy):
+        return jax.vjp(_conv_same, x, kernel)[1](dy)
+
+    in_cond = jax.jit(lambda *a: jax.lax.cond(True, pullback, lambda *b: b[:2], *a))(x, kernel, dy)
+    in_scan = jax.lax.scan(lambda c, _: (c, pullback(x, kernel, dy)), 0, None, length=2)[1]
+    for got_grad, scanned, want_grad in zip(in_cond, in_scan, want_grads, strict=True):
+        np.testing.assert_allclose(got_grad, want_grad, atol=1e-3, rtol=1e-5)
+        np.testing.assert_allclose(scanned[1], want_grad, atol=1e-3, rtol=1e-5)
+
+
 def test_pointwise_groups_are_slices_of_the_whole_product(key):
     conv = nnx.Conv(6, 9, (1, 1), rngs=nnx.Rngs(0))
     k_m, k_v = jax.random.split(key)
