@@ -396,9 +396,9 @@ def counterfactual_nll(
     images are put in a random order and split into thirds: the first third gets
     do(thickness), the second do(intensity), the last do(digit), each with the value of the
     next image in that order. causal-gen draws one parent per batch instead; one per image
-    estimates the same objective with less variance, and needs no `lax.switch`, inside
-    which XLA:CPU's convolution gradients run about 10x slower. `scm` must hold the Morpho
-    nodes thickness, intensity, digit and image, the first three closed under parents.
+    estimates the same objective with less variance and needs no `lax.switch`. `scm` must
+    hold the Morpho nodes thickness, intensity, digit and image, the first three closed
+    under parents.
     """
     num = batch["digit"].shape[0]
     if num < len(_CF_NODES):
@@ -408,7 +408,7 @@ def counterfactual_nll(
         )
     order = jax.random.permutation(key, num)
     shuffled = {name: value[order] for name, value in batch.items()}
-    donors = {name: jnp.roll(value, -1, axis=0) for name, value in shuffled.items()}
+    donors = {name: jnp.roll(shuffled[name], -1, axis=0) for name in _CF_NODES}
     # Each third's parents first, in the attributes-only SCM; then one image counterfactual
     # of the whole batch with every parent set to its counterfactual value. That is the
     # same image (it reads its parents' values only), traced once instead of three times.
@@ -421,8 +421,9 @@ def counterfactual_nll(
     cf = scm.counterfactual(shuffled, parents)
     predictions = predictor(cf["image"] / 255.0)
     nll = optax.softmax_cross_entropy_with_integer_labels(predictions["digit"], cf["digit"])
+    standardise = dict(predictor.standardise)
     for name in ("thickness", "intensity"):
-        offset, scale = dict(predictor.standardise)[name]
+        offset, scale = standardise[name]
         standard = (cf[name] - jnp.float32(offset)) / jnp.float32(scale)
         nll = nll + 0.5 * (predictions[name] - jax.lax.stop_gradient(standard)) ** 2
     return jnp.mean(nll)
