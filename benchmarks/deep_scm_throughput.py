@@ -282,25 +282,32 @@ def make_train_step(model):
     return state, jax.jit(step, donate_argnums=0)
 
 
-def bench_train(config, batch_size: int, args) -> dict[str, Any]:
-    import jax
+def compile_train_step(config, batch_size: int, key):
+    """A fresh HVAE's train step, lowered and compiled for one Morpho batch.
+
+    Returns `(state, compiled, x, context, lower_s, compile_s)`.
+    """
     from flax import nnx
 
     from causalvision.nn.hvae import HVAE
     from causalvision.nn.image_mechanism import ParentEncoding, from_pixels
 
-    model = HVAE(config, rngs=nnx.Rngs(0))
-    state, step = make_train_step(model)
+    state, step = make_train_step(HVAE(config, rngs=nnx.Rngs(0)))
     images, parents = morpho_batch(batch_size)
     x, context = from_pixels(images), ParentEncoding(MORPHO_SPEC)(parents)
-    key = jax.random.key(1)
-
     start = time.perf_counter()
     lowered = step.lower(state, x, context, key)
     lower_s = time.perf_counter() - start
     start = time.perf_counter()
     compiled = lowered.compile()
-    compile_s = time.perf_counter() - start
+    return state, compiled, x, context, lower_s, time.perf_counter() - start
+
+
+def bench_train(config, batch_size: int, args) -> dict[str, Any]:
+    import jax
+
+    key = jax.random.key(1)
+    state, compiled, x, context, lower_s, compile_s = compile_train_step(config, batch_size, key)
     flops = flops_of(compiled)
 
     keys = iter(jax.random.split(key, args.warmup + args.rounds * args.steps + 1))
@@ -327,22 +334,11 @@ def restart_worker(config, args) -> dict[int, dict[str, float]]:
     """In a fresh process, as a restarted run: trace, lower and compile each train step with
     the persistent compilation cache that the main run filled."""
     import jax
-    from flax import nnx
-
-    from causalvision.nn.hvae import HVAE
-    from causalvision.nn.image_mechanism import ParentEncoding, from_pixels
 
     out = {}
     for batch_size in args.batch_sizes:
-        state, step = make_train_step(HVAE(config, rngs=nnx.Rngs(0)))
-        images, parents = morpho_batch(batch_size)
-        x, context = from_pixels(images), ParentEncoding(MORPHO_SPEC)(parents)
-        start = time.perf_counter()
-        lowered = step.lower(state, x, context, jax.random.key(1))
-        lower_s = time.perf_counter() - start
-        start = time.perf_counter()
-        lowered.compile()
-        out[batch_size] = {"lower_s": lower_s, "compile_s": time.perf_counter() - start}
+        *_, lower_s, compile_s = compile_train_step(config, batch_size, jax.random.key(1))
+        out[batch_size] = {"lower_s": lower_s, "compile_s": compile_s}
     return out
 
 
