@@ -100,14 +100,16 @@ def test_cli_writes_grid_and_metrics(trained_run, tmp_path):
             "--do",
             "thickness=4",
             "--n",
-            "4",
+            "12",
             "--out",
             str(grid),
         ]
     )
     assert status == 0 and grid.read_bytes()[:4] == b"\x89PNG"
+    # 12 examples, as many as the grids show: one compiled counterfactual per intervention
+    # serves the metrics, the grids and the command above.
     assert (
-        cli_main(["evaluate", "--workdir", str(workdir), "--n", "16", "--out", str(tmp_path)]) == 0
+        cli_main(["evaluate", "--workdir", str(workdir), "--n", "12", "--out", str(tmp_path)]) == 0
     )
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["composition_l1_1"] < 0.01  # pixel noise is abducted exactly
