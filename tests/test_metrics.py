@@ -418,9 +418,20 @@ def test_helpers():
     assert (
         update_parents(pa, {"digit": jnp.array([7, 7, 7], jnp.int32)})["digit"].tolist() == [7] * 3
     )
-    chunked = batched(roll_cf, 2)
     images = small_images()
     do = {"digit": jnp.array([2, 3, 4], jnp.int32)}
-    np.testing.assert_array_equal(chunked(images, pa, do), roll_cf(images, pa, do))
+    seen = []
+
+    def recording_cf(images, parents, do):
+        seen.append(images.shape[0])
+        return roll_cf(images, parents, do)
+
+    # 3 images in chunks of 2, and in one chunk of 4: a short chunk is padded (so a jitted
+    # cf_fn compiles once) and the padding's output dropped.
+    for size, calls in ((2, [2, 2]), (4, [4]), (3, [3])):
+        seen.clear()
+        out = batched(recording_cf, size)(images, pa, do)
+        np.testing.assert_array_equal(out, roll_cf(images, pa, do))
+        assert seen == calls
     with pytest.raises(ValueError, match="batch_size"):
         batched(roll_cf, 0)

@@ -86,13 +86,35 @@ def label(do: Mapping[str, float]) -> str:
     return "do(" + ", ".join(f"{k}={v:g}" for k, v in do.items()) + ")"
 
 
+def image_counterfactual_fn(scm: SCM, batch_size: int = 64) -> Any:
+    """`cf_fn(images, parents, do) -> counterfactual images` of a deep SCM (the metrics' form).
+
+    It runs in chunks padded to `batch_size` (`causalvision.metrics.batched`): one compiled
+    counterfactual per set of intervened nodes serves every number of images, so metrics,
+    grids and commands on the same run share it.
+    """
+    from causalvision.metrics import batched
+
+    def cf_fn(images, parents, do):
+        factual = {**{n: parents[n] for n in ATTRIBUTES}, "image": images}
+        factual["digit"] = jnp.asarray(factual["digit"]).astype(jnp.int32)
+        return scm.counterfactual(factual, dict(do))["image"]
+
+    return batched(cf_fn, batch_size)
+
+
 def counterfactual_rows(
     scm: SCM, examples: Mapping[str, Any], interventions: Sequence[Mapping[str, float]]
 ) -> dict[str, np.ndarray]:
     """Grid rows: for each intervention the model's and the true counterfactual images."""
+    cf_fn = image_counterfactual_fn(scm)
+    num = len(examples["image"])
+    parents = {n: examples[n] for n in ATTRIBUTES}
     rows = {}
     for do in interventions:
-        rows[f"model {label(do)}"] = np.asarray(model_counterfactual(scm, examples, do)["image"])
+        rows[f"model {label(do)}"] = np.asarray(
+            cf_fn(examples["image"], parents, _do_arrays(do, num))
+        )
         rows[f"true {label(do)}"] = true_counterfactual(examples, do)["image"]
     return rows
 
@@ -136,7 +158,7 @@ def evaluate_run(
     import json
 
     from causalvision.audit.grids import counterfactual_grid
-    from causalvision.metrics import batched, evaluate_counterfactuals
+    from causalvision.metrics import evaluate_counterfactuals
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,13 +168,8 @@ def evaluate_run(
     if oracle_workdir is not None:
         oracles["predicted"] = attribute_oracle(oracle_workdir)
 
-    def cf_fn(images, parents, do):
-        factual = {**{n: parents[n] for n in ATTRIBUTES}, "image": images}
-        factual["digit"] = factual["digit"].astype(jnp.int32)
-        return scm.counterfactual(factual, do)["image"]
-
     metrics = evaluate_counterfactuals(
-        batched(cf_fn, 64),
+        image_counterfactual_fn(scm),
         {k: examples[k] for k in (*ATTRIBUTES, "style", "image")},
         key=jax.random.key(seed),
         dataset=MorphoDigits(),

@@ -222,9 +222,13 @@ def scm_parents_fn(scm: Any, key: Array | None = None) -> ParentsFn:
 
 
 def batched(cf_fn: CounterfactualFn, batch_size: int) -> CounterfactualFn:
-    """`cf_fn` run on consecutive chunks of at most `batch_size` images (bounded memory).
+    """`cf_fn` run on consecutive chunks of exactly `batch_size` images (bounded memory).
 
-    The result is the concatenation, so the metrics see one `(N, H, W, C)` batch.
+    A short last chunk (or a batch of fewer than `batch_size` images) is padded by repeating
+    its last image and the padding's output dropped, so a jitted `cf_fn` compiles once per
+    intervention whatever the number of images, at the price of computing up to
+    `batch_size - 1` extra counterfactuals. `cf_fn` must treat images independently. The
+    result is the concatenation, so the metrics see one `(N, H, W, C)` batch.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
@@ -235,14 +239,16 @@ def batched(cf_fn: CounterfactualFn, batch_size: int) -> CounterfactualFn:
         num = images.shape[0]
         chunks = []
         for start in range(0, num, batch_size):
-            part = slice(start, min(start + batch_size, num))
-            chunks.append(
-                cf_fn(
-                    images[part],
-                    {n: v[part] for n, v in parents.items()},
-                    {n: v[part] for n, v in do.items()},
-                )
+            stop = min(start + batch_size, num)
+            rows = slice(start, stop)
+            if stop - start < batch_size:
+                rows = np.minimum(np.arange(start, start + batch_size), num - 1)
+            out = cf_fn(
+                images[rows],
+                {n: v[rows] for n, v in parents.items()},
+                {n: v[rows] for n, v in do.items()},
             )
+            chunks.append(out[: stop - start])
         return jnp.concatenate(chunks, axis=0)
 
     return run
