@@ -37,6 +37,7 @@ from causalvision.audit import (
     counterfactual_grid,
     counterfactual_rows,
     held_out_examples,
+    image_counterfactual_fn,
     load_deep_scm,
     model_counterfactual,
     true_counterfactual,
@@ -96,12 +97,9 @@ plt.show()
 # %%
 factual_parents = {n: examples[n] for n in ("digit", "thickness", "intensity")}
 
-
-def cf_fn(images, parents, do):
-    values = {**parents, "image": images}
-    values["digit"] = values["digit"].astype(np.int32)
-    return scm.counterfactual(values, do)["image"]
-
+# The metrics take `cf_fn(images, parents, do) -> images`; this one shares its compiled
+# counterfactuals with `model_counterfactual` and the grid above.
+cf_fn = image_counterfactual_fn(scm)
 
 null = composition(cf_fn, examples["image"], factual_parents, cycles=2)
 print(f"composition L1 after 1 and 2 null cycles: {np.asarray(null['l1']).round(5)}")

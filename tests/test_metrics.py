@@ -433,5 +433,10 @@ def test_helpers():
         out = batched(recording_cf, size)(images, pa, do)
         np.testing.assert_array_equal(out, roll_cf(images, pa, do))
         assert seen == calls
+    # A pytree result (say, every node of the counterfactual world) is chunked alike.
+    world = batched(lambda x, p, d: {"image": roll_cf(x, p, d), "digit": d["digit"]}, 2)
+    out = world(images, pa, do)
+    np.testing.assert_array_equal(out["image"], roll_cf(images, pa, do))
+    np.testing.assert_array_equal(out["digit"], [2, 3, 4])
     with pytest.raises(ValueError, match="batch_size"):
         batched(roll_cf, 0)

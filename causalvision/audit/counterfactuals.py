@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -69,10 +69,13 @@ def _do_arrays(do: Mapping[str, float], num: int) -> dict[str, jax.Array]:
 
 
 def model_counterfactual(scm: SCM, examples: Mapping[str, Any], do: Mapping[str, float]) -> dict:
-    """The deep SCM's counterfactual of `examples` under `do` (attributes and image)."""
-    factual = {n: jnp.asarray(examples[n]) for n in (*ATTRIBUTES, "image")}
-    factual["digit"] = factual["digit"].astype(jnp.int32)
-    return scm.counterfactual(factual, _do_arrays(do, factual["image"].shape[0]))
+    """The deep SCM's counterfactual of `examples` under `do` (attributes and image).
+
+    Runs in the same padded chunks as `image_counterfactual_fn`, so both share compilations.
+    """
+    num = len(examples["image"])
+    parents = {n: examples[n] for n in ATTRIBUTES}
+    return _world_fn(scm)(examples["image"], parents, _do_arrays(do, num))
 
 
 def true_counterfactual(examples: Mapping[str, Any], do: Mapping[str, float]) -> dict:
@@ -86,21 +89,33 @@ def label(do: Mapping[str, float]) -> str:
     return "do(" + ", ".join(f"{k}={v:g}" for k, v in do.items()) + ")"
 
 
-def image_counterfactual_fn(scm: SCM, batch_size: int = 64) -> Any:
+def _world_fn(scm: SCM, batch_size: int = 64) -> Any:
+    """`(images, parents, do) -> counterfactual world` (every node), in padded chunks."""
+    from causalvision.metrics import batched
+
+    def world(images, parents, do):
+        factual = {**{n: parents[n] for n in ATTRIBUTES}, "image": images}
+        factual["digit"] = jnp.asarray(factual["digit"]).astype(jnp.int32)
+        return scm.counterfactual(factual, dict(do))
+
+    return batched(world, batch_size)
+
+
+def image_counterfactual_fn(
+    scm: SCM, batch_size: int = 64
+) -> Callable[[Any, Mapping[str, Any], Mapping[str, Any]], jax.Array]:
     """`cf_fn(images, parents, do) -> counterfactual images` of a deep SCM (the metrics' form).
 
     It runs in chunks padded to `batch_size` (`causalvision.metrics.batched`): one compiled
     counterfactual per set of intervened nodes serves every number of images, so metrics,
     grids and commands on the same run share it.
     """
-    from causalvision.metrics import batched
+    world = _world_fn(scm, batch_size)
 
     def cf_fn(images, parents, do):
-        factual = {**{n: parents[n] for n in ATTRIBUTES}, "image": images}
-        factual["digit"] = jnp.asarray(factual["digit"]).astype(jnp.int32)
-        return scm.counterfactual(factual, dict(do))["image"]
+        return world(images, parents, do)["image"]
 
-    return batched(cf_fn, batch_size)
+    return cf_fn
 
 
 def counterfactual_rows(

@@ -228,7 +228,8 @@ def batched(cf_fn: CounterfactualFn, batch_size: int) -> CounterfactualFn:
     its last image and the padding's output dropped, so a jitted `cf_fn` compiles once per
     intervention whatever the number of images, at the price of computing up to
     `batch_size - 1` extra counterfactuals. `cf_fn` must treat images independently. The
-    result is the concatenation, so the metrics see one `(N, H, W, C)` batch.
+    result is the concatenation, so the metrics see one `(N, H, W, C)` batch; `cf_fn` may
+    also return a pytree of such arrays (say, every node of a counterfactual world).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
@@ -248,8 +249,8 @@ def batched(cf_fn: CounterfactualFn, batch_size: int) -> CounterfactualFn:
                 {n: v[rows] for n, v in parents.items()},
                 {n: v[rows] for n, v in do.items()},
             )
-            chunks.append(out[: stop - start])
-        return jnp.concatenate(chunks, axis=0)
+            chunks.append(jax.tree.map(lambda leaf, n=stop - start: leaf[:n], out))
+        return jax.tree.map(lambda *parts: jnp.concatenate(parts, axis=0), *chunks)
 
     return run
 
