@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from causalvision.data import GeneratedSource, MorphoDigits, quantize_image, stack_examples
+from causalvision.metrics import batched, evaluate_counterfactuals
 from causalvision.scm import SCM
 from causalvision.train import Config, load_run
 
@@ -75,7 +76,7 @@ def model_counterfactual(scm: SCM, examples: Mapping[str, Any], do: Mapping[str,
     """
     num = len(examples["image"])
     parents = {n: examples[n] for n in ATTRIBUTES}
-    return _world_fn(scm)(examples["image"], parents, _do_arrays(do, num))
+    return batched(_world(scm), 64)(examples["image"], parents, _do_arrays(do, num))
 
 
 def true_counterfactual(examples: Mapping[str, Any], do: Mapping[str, float]) -> dict:
@@ -89,16 +90,15 @@ def label(do: Mapping[str, float]) -> str:
     return "do(" + ", ".join(f"{k}={v:g}" for k, v in do.items()) + ")"
 
 
-def _world_fn(scm: SCM, batch_size: int = 64) -> Any:
-    """`(images, parents, do) -> counterfactual world` (every node), in padded chunks."""
-    from causalvision.metrics import batched
+def _world(scm: SCM) -> Any:
+    """`(images, parents, do) -> counterfactual world` (every node) for one chunk."""
 
     def world(images, parents, do):
         factual = {**{n: parents[n] for n in ATTRIBUTES}, "image": images}
         factual["digit"] = jnp.asarray(factual["digit"]).astype(jnp.int32)
         return scm.counterfactual(factual, dict(do))
 
-    return batched(world, batch_size)
+    return world
 
 
 def image_counterfactual_fn(
@@ -108,28 +108,20 @@ def image_counterfactual_fn(
 
     It runs in chunks padded to `batch_size` (`causalvision.metrics.batched`): one compiled
     counterfactual per set of intervened nodes serves every number of images, so metrics,
-    grids and commands on the same run share it.
+    grids and commands on the same run share it (with `model_counterfactual` too: both call
+    the same jitted `scm.counterfactual` on the same chunks).
     """
-    world = _world_fn(scm, batch_size)
-
-    def cf_fn(images, parents, do):
-        return world(images, parents, do)["image"]
-
-    return cf_fn
+    world = _world(scm)
+    return batched(lambda images, parents, do: world(images, parents, do)["image"], batch_size)
 
 
 def counterfactual_rows(
     scm: SCM, examples: Mapping[str, Any], interventions: Sequence[Mapping[str, float]]
 ) -> dict[str, np.ndarray]:
     """Grid rows: for each intervention the model's and the true counterfactual images."""
-    cf_fn = image_counterfactual_fn(scm)
-    num = len(examples["image"])
-    parents = {n: examples[n] for n in ATTRIBUTES}
     rows = {}
     for do in interventions:
-        rows[f"model {label(do)}"] = np.asarray(
-            cf_fn(examples["image"], parents, _do_arrays(do, num))
-        )
+        rows[f"model {label(do)}"] = np.asarray(model_counterfactual(scm, examples, do)["image"])
         rows[f"true {label(do)}"] = true_counterfactual(examples, do)["image"]
     return rows
 
@@ -173,7 +165,6 @@ def evaluate_run(
     import json
 
     from causalvision.audit.grids import counterfactual_grid
-    from causalvision.metrics import evaluate_counterfactuals
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
