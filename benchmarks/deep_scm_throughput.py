@@ -251,7 +251,7 @@ def make_train_step(model):
     import optax
     from flax import nnx
 
-    from causalvision.scm._compat import lenient_promotion
+    from causalvision.scm import lenient_promotion
     from causalvision.train.optim import global_norm
 
     # Raveled into one vector, as `causalvision.train.make_optimizer` runs every rule.

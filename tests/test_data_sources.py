@@ -145,7 +145,7 @@ def test_quantize_image_rounds_and_clips():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"dataset": "morpho_digits", "size": 4}, "dataset"),
+        ({"dataset": "mnist", "size": 4}, "data.name: unknown name .mnist."),
         ({"dataset": object(), "size": 4}, "dataset"),
         ({"dataset": MORPHO, "size": 0}, "size"),
         ({"dataset": MORPHO, "size": 2.5}, "size"),

@@ -14,7 +14,7 @@ from causalvision.data import MorphoDigits
 from causalvision.nn.hvae import discretized_gaussian_log_likelihood
 from causalvision.nn.image_mechanism import ImageMechanism, ParentEncoding, from_pixels
 from causalvision.nn.vae import VAE, VAEConfig
-from causalvision.scm._compat import lenient_promotion
+from causalvision.scm import lenient_promotion
 
 MORPHO = ParentEncoding(
     [

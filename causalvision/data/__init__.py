@@ -1,5 +1,6 @@
 """Synthetic datasets whose generator is a known SCM, so every image has an exact counterfactual."""
 
+from causalvision.data.dataset import DATASETS, Dataset, get_dataset
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
 from causalvision.data.pipeline import ArraySource, make_pipeline
@@ -20,15 +21,18 @@ from causalvision.data.tfds_builders import (
     MorphoDigitsBuilder,
     PendulumBuilder,
     build_dataset,
+    dataset_features,
     load_source,
 )
 
 __all__ = [
     "CELEBA_ATTRIBUTES",
+    "DATASETS",
     "MNIST_PERTURBATIONS",
     "ArraySource",
     "CelebAPreprocess",
     "CelebASource",
+    "Dataset",
     "GeneratedSource",
     "MappedSource",
     "MnistToMorpho",
@@ -37,7 +41,9 @@ __all__ = [
     "Pendulum",
     "PendulumBuilder",
     "build_dataset",
+    "dataset_features",
     "celeba_source",
+    "get_dataset",
     "load_source",
     "make_pipeline",
     "mnist_source",

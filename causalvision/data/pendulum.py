@@ -38,13 +38,34 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from causalvision.scm import SCM, AdditiveNoise, Root
+from causalvision.scm import SCM, AdditiveNoise, Attribute, Root
+from causalvision.validation import check_int
 
 Array = jax.Array
 
 __all__ = ["Pendulum"]
 
-ATTRIBUTES = ("angle", "light", "shadow_length", "shadow_position")
+# Supports hold every value with a margin (a flow's interval is open; uniform draws may hit
+# the low end exactly); standardisation is the generator's marginal mean and standard
+# deviation (uniform roots analytically, shadows by Monte Carlo over 4M draws).
+ATTRIBUTE_SPECS = (
+    Attribute("angle", "continuous", support=("interval", -36.5, 40.0), standardise=(1.8, 21.82)),
+    Attribute("light", "continuous", support=("interval", 53.5, 133.7), standardise=(93.6, 22.86)),
+    Attribute(
+        "shadow_length",
+        "continuous",
+        parents=("angle", "light"),
+        support=("positive", 2.5),  # >= 3 (40% of the mass sits at 3), <= 12.8
+        standardise=(4.96, 2.37),
+    ),
+    Attribute(
+        "shadow_position",
+        "continuous",
+        parents=("angle", "light"),
+        standardise=(10.64, 3.42),
+    ),
+)
+ATTRIBUTES = tuple(spec.name for spec in ATTRIBUTE_SPECS)
 
 # Geometry of the reference canvas, in canvas units.
 X_RANGE = (0.0, 20.0)
@@ -199,14 +220,15 @@ class Pendulum:
       cf = pendulum.counterfactual(batch, do={"light": 120.0})
     """
 
+    name = "pendulum"
+    attribute_specs = ATTRIBUTE_SPECS
     attributes = ATTRIBUTES
+    pixel_scale = 255.0  # renders in [0, 1]
+    exogenous: dict[str, Any] = {}  # noqa: RUF012 (the image is a function of the attributes)
+    measure = None  # no exact morphometry of pendulum images
 
     def __init__(self, image_size: int = 96):
-        if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer):
-            raise ValueError(f"image_size: expected an int >= 16, got {image_size!r}")
-        if image_size < 16:
-            raise ValueError(f"image_size: expected an int >= 16, got {image_size}")
-        self.image_size = int(image_size)
+        self.image_size = check_int(image_size, "image_size", 16)
         self.scm = SCM(
             {
                 "angle": Root(dist.Uniform(*ANGLE_RANGE)),
@@ -220,6 +242,14 @@ class Pendulum:
 
     def __repr__(self) -> str:
         return f"Pendulum(image_size={self.image_size})"
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, 3)
+
+    @property
+    def tfds_name(self) -> str:
+        return f"pendulum/{self.image_size}px"
 
     @staticmethod
     def to_pixel(x: Any, y: Any, image_size: int = 96) -> tuple[np.ndarray, np.ndarray]:
@@ -261,9 +291,7 @@ class Pendulum:
 
     def sample(self, key: Array, num: int) -> dict[str, Array]:
         """`num` examples from the generator: the four attributes `(N,)` and "image"."""
-        if isinstance(num, bool) or not isinstance(num, int | np.integer) or num < 1:
-            raise ValueError(f"num: expected a positive int, got {num!r}")
-        values = self.scm.sample(key, int(num))
+        values = self.scm.sample(key, check_int(num, "num", 1))
         return {**{n: values[n] for n in ATTRIBUTES}, "image": self.render(values)}
 
     def counterfactual(self, example: Mapping[str, Any], do: Mapping[str, Any]) -> dict[str, Array]:
@@ -295,9 +323,8 @@ class Pendulum:
         order. Other sizes give evenly spaced values over the same closed ranges
         [-36°, 38.7°] x [54°, 132.3°].
         """
-        for name, value in (("num_angle", num_angle), ("num_light", num_light)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        check_int(num_angle, "num_angle", 1)
+        check_int(num_light, "num_light", 1)
         if (num_angle, num_light) == (84, 87):
             angles = DEGREES_PER_STEP * np.arange(-40, 44, dtype=np.float64)
             steps = np.array([b for b in range(60, 148) if b != 100], dtype=np.float64)

@@ -28,45 +28,36 @@ from typing import Any
 import jax
 import numpy as np
 
-from causalvision.data.morpho import MorphoDigits
-from causalvision.data.pendulum import Pendulum
+from causalvision.data.dataset import DATASETS, Dataset, get_dataset, storage_dtypes
+from causalvision.lookup import resolve
+from causalvision.validation import check_int
 
-__all__ = ["GeneratedSource", "dataset_name", "quantize_image", "stack_examples"]
-
-DATASET_NAMES = ("morpho_digits", "pendulum")
-
-
-def dataset_name(dataset: Any) -> str:
-    """The storage name of a synthetic dataset: "morpho_digits" or "pendulum".
-
-    Accepts a dataset instance or one of the names themselves.
-    """
-    if isinstance(dataset, MorphoDigits):
-        return "morpho_digits"
-    if isinstance(dataset, Pendulum):
-        return "pendulum"
-    if isinstance(dataset, str) and dataset in DATASET_NAMES:
-        return dataset
-    raise ValueError(
-        f"dataset: expected MorphoDigits(), Pendulum(...) or one of {DATASET_NAMES}, "
-        f"got {dataset!r}"
-    )
+__all__ = ["GeneratedSource", "quantize_image", "stack_examples"]
 
 
-def quantize_image(name_or_dataset: Any, image: Any) -> np.ndarray:
+def _pixel_scale(dataset: Any) -> float:
+    if isinstance(dataset, str):
+        return float(resolve(dataset, DATASETS, "dataset").pixel_scale)
+    scale = getattr(dataset, "pixel_scale", None)
+    if scale is None:
+        raise ValueError(f"dataset: expected a Dataset or a dataset name, got {dataset!r}")
+    return float(scale)
+
+
+def quantize_image(dataset: Any, image: Any) -> np.ndarray:
     """A rendered float image (any shape, e.g. `(N, H, W, C)`) on the uint8 storage grid.
 
-    Morpho digits render in [0, 255]: `round(clip(x, 0, 255))`. The pendulum renders in
-    [0, 1]: `round(clip(255 x, 0, 255))`. Rounding is numpy's (half to even), in float32.
+    `round(clip(x · dataset.pixel_scale, 0, 255))`: Morpho digits render in [0, 255] (scale
+    1), the pendulum in [0, 1] (scale 255). Rounding is numpy's (half to even), in float32.
 
     Args:
-      name_or_dataset: "morpho_digits", "pendulum", `MorphoDigits()` or `Pendulum(...)`.
+      dataset: a `Dataset` or a dataset name (e.g. "morpho_digits").
       image: float array (numpy or JAX), finite.
 
     Returns:
       uint8 numpy array of the same shape.
     """
-    name = dataset_name(name_or_dataset)
+    scale = _pixel_scale(dataset)
     x = np.asarray(image)
     if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ValueError(f"image: expected a real-valued array, got dtype {x.dtype}")
@@ -74,8 +65,8 @@ def quantize_image(name_or_dataset: Any, image: Any) -> np.ndarray:
     bad = int((~np.isfinite(x)).sum())
     if bad:
         raise ValueError(f"image: expected finite values, got {bad} NaN or infinite value(s)")
-    if name == "pendulum":
-        x = np.float32(255.0) * x
+    if scale != 1.0:
+        x = np.float32(scale) * x
     return np.rint(np.clip(x, 0.0, 255.0)).astype(np.uint8)
 
 
@@ -93,17 +84,11 @@ def stack_examples(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return np.stack([np.asarray(e) for e in examples])
 
 
-def _positive_int(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{argument}: expected an int >= 1, got {value!r}")
-    return int(value)
-
-
 class GeneratedSource:
     """A random-access source of `size` examples of a synthetic dataset.
 
     Args:
-      dataset: `MorphoDigits()` or `Pendulum(image_size)`.
+      dataset: a `Dataset` (e.g. `MorphoDigits()`, `Pendulum(image_size)`) or its name.
       size: number of examples (>= 1).
       seed: generator seed; example `i` depends only on `(seed, i)` (and `chunk_size`).
       chunk_size: examples rendered together; part of the data's identity (changing it
@@ -115,11 +100,10 @@ class GeneratedSource:
 
     `source[i]` is a dict of numpy arrays for one example, no batch axis:
 
-    - morpho_digits: "digit" int64 `()`, "thickness", "intensity" float32 `()`,
-      "style" {"slant" `()`, "width" `()`, "offset" `(2,)`, "jitter" `(P, 2)`} float32,
-      "image" uint8 `(32, 32, 1)`;
-    - pendulum: "angle", "light", "shadow_length", "shadow_position" float32 `()`,
-      "image" uint8 `(S, S, 3)`.
+    categorical attributes int64 `()`, continuous ones float32 `()`, the dataset's
+    exogenous fields float32 (nested dicts kept), and "image" uint8 `(H, W, C)`. E.g. Morpho
+    digits: "digit", "thickness", "intensity", "style" {"slant", "width", "offset" `(2,)`,
+    "jitter" `(P, 2)`} and "image" `(32, 32, 1)`.
 
     The attributes (and style) are exactly those the image was rendered from, so
     `quantize_image(dataset, dataset.render(stack_examples([source[i]])))[0]` equals
@@ -133,25 +117,22 @@ class GeneratedSource:
 
     def __init__(
         self,
-        dataset: MorphoDigits | Pendulum,
+        dataset: Dataset | str,
         size: int,
         seed: int = 0,
         chunk_size: int = 256,
         *,
         cache_chunks: int | None = None,
     ):
-        # An instance, not a name: the pendulum's image size is part of the data.
-        if not isinstance(dataset, MorphoDigits | Pendulum):
-            raise ValueError(f"dataset: expected MorphoDigits() or Pendulum(...), got {dataset!r}")
-        self.name = dataset_name(dataset)
-        self.dataset = dataset
-        self.size = _positive_int(size, "size")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed: expected an int >= 0, got {seed!r}")
-        self.seed = int(seed)
-        self.chunk_size = _positive_int(chunk_size, "chunk_size")
+        if not isinstance(dataset, str | Dataset):
+            raise ValueError(f"dataset: expected a Dataset or a dataset name, got {dataset!r}")
+        self.dataset = get_dataset(dataset)
+        self.name = self.dataset.name
+        self.size = check_int(size, "size", 1)
+        self.seed = check_int(seed, "seed", 0)
+        self.chunk_size = check_int(chunk_size, "chunk_size", 1)
         self.cache_chunks = (
-            None if cache_chunks is None else _positive_int(cache_chunks, "cache_chunks")
+            None if cache_chunks is None else check_int(cache_chunks, "cache_chunks", 1)
         )
         self._init_cache()
 
@@ -187,19 +168,16 @@ class GeneratedSource:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """Shape of one stored image, `(H, W, C)`."""
-        if self.name == "pendulum":
-            return (self.dataset.image_size, self.dataset.image_size, 3)
-        return tuple(MorphoDigits.image_shape)
+        return tuple(self.dataset.image_shape)
 
     def _render_chunk(self, chunk: int) -> dict[str, Any]:
         key = jax.random.fold_in(jax.random.key(self.seed), chunk)
         batch = self.dataset.sample(key, self.chunk_size)
-        out: dict[str, Any] = {"image": quantize_image(self.name, batch["image"])}
-        for name in self.dataset.attributes:
-            dtype = np.int64 if name == "digit" else np.float32
+        out: dict[str, Any] = {"image": quantize_image(self.dataset, batch["image"])}
+        for name, dtype in storage_dtypes(self.dataset).items():
             out[name] = np.asarray(batch[name]).astype(dtype)
-        if "style" in batch:
-            out["style"] = {k: np.asarray(v).astype(np.float32) for k, v in batch["style"].items()}
+        for name in self.dataset.exogenous:
+            out[name] = jax.tree.map(lambda v: np.asarray(v).astype(np.float32), batch[name])
         return out
 
     def _chunk(self, chunk: int) -> dict[str, Any]:

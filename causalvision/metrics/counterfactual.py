@@ -52,7 +52,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from causalvision.data.sources import dataset_name, quantize_image
 
 Array = jax.Array
 CounterfactualFn = Callable[[Array, Mapping[str, Array], Mapping[str, Array]], Array]
@@ -493,11 +492,8 @@ def commutativity(
 
 
 def _scale_to_255(dataset: Any) -> float:
-    """Multiplier from a dataset's float image range to 0-255 (the pendulum renders in [0, 1])."""
-    try:
-        return 255.0 if dataset_name(dataset) == "pendulum" else 1.0
-    except ValueError:
-        return 1.0  # any other dataset: images are taken to be 0-255 already
+    """Multiplier from a dataset's float renders to 0-255: its `pixel_scale` (default 1)."""
+    return float(getattr(dataset, "pixel_scale", 1.0))
 
 
 def _dataset_images(images: Any, dataset: Any, argument: str) -> Array:
@@ -513,12 +509,9 @@ def _true_image(true_cf: Array, dataset: Any, quantize: bool) -> Array:
     """The dataset's exact counterfactual on the 0-255 scale, on the uint8 grid if `quantize`."""
     if not quantize:
         return _dataset_images(true_cf, dataset, "dataset.counterfactual(...)['image']")
-    try:
-        return jnp.asarray(quantize_image(dataset, true_cf)).astype(jnp.float32)
-    except ValueError:
-        # Not one of the built-in datasets: its renders are taken to be 0-255 already.
-        x = np.asarray(true_cf, np.float32)
-        return jnp.asarray(np.rint(np.clip(x, 0.0, PIXEL_MAX)))
+    # `quantize_image`'s grid, for any dataset with a `pixel_scale` (or renders in 0-255).
+    scaled = np.asarray(true_cf, np.float32) * np.float32(_scale_to_255(dataset))
+    return jnp.asarray(np.rint(np.clip(scaled, 0.0, PIXEL_MAX)))
 
 
 def _dataset_parents(examples: Mapping[str, Any], dataset: Any, argument: str) -> list[str]:

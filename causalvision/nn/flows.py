@@ -40,7 +40,7 @@ from flax import nnx
 from numpyro.distributions import constraints
 
 from causalvision.nn.image_mechanism import ParentEncoding
-from causalvision.scm._compat import lenient_promotion
+from causalvision.scm import lenient_promotion
 from causalvision.scm.mechanisms import Mechanism, _stack_parents, mechanism_dataclass
 
 Array = jax.Array

@@ -1,5 +1,7 @@
 """Structural causal models: mechanisms, the SCM engine, effects and estimators."""
 
+from causalvision.scm._compat import lenient_promotion
+from causalvision.scm.attributes import Attribute
 from causalvision.scm.engine import SCM, WorldRef, from_world
 from causalvision.scm.estimate import Estimate
 from causalvision.scm.estimators import (
@@ -23,6 +25,7 @@ from causalvision.scm.mechanisms import (
 __all__ = [
     "SCM",
     "AdditiveNoise",
+    "Attribute",
     "Categorical",
     "Estimate",
     "FitResult",
@@ -37,5 +40,6 @@ __all__ = [
     "from_world",
     "frontdoor_adjustment",
     "interventional_distribution",
+    "lenient_promotion",
     "mechanism_dataclass",
 ]

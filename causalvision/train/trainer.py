@@ -27,7 +27,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from causalvision.data import make_pipeline
-from causalvision.scm._compat import lenient_promotion
+from causalvision.scm import lenient_promotion
 from causalvision.train import distributed
 from causalvision.train.checkpoint import Checkpointer, abstract_like
 from causalvision.train.config import Config, TrainerConfig
