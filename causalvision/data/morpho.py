@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -304,7 +304,9 @@ class MorphoDigits:
     attributes = ATTRIBUTES
     image_shape = (SIZE, SIZE, 1)
     pixel_scale = 1.0  # renders in [0, 255]
-    exogenous = {"style": {"slant": (), "width": (), "offset": (2,), "jitter": (NUM_POINTS, 2)}}
+    exogenous: ClassVar[dict[str, Any]] = {
+        "style": {"slant": (), "width": (), "offset": (2,), "jitter": (NUM_POINTS, 2)}
+    }
 
     def __init__(self):
         shift = AffineTransform(MIN_THICKNESS, 1.0, domain=constraints.positive)

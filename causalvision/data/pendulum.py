@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -224,7 +224,7 @@ class Pendulum:
     attribute_specs = ATTRIBUTE_SPECS
     attributes = ATTRIBUTES
     pixel_scale = 255.0  # renders in [0, 1]
-    exogenous: dict[str, Any] = {}  # noqa: RUF012 (the image is a function of the attributes)
+    exogenous: ClassVar[dict[str, Any]] = {}  # the image is a function of the attributes
     measure = None  # no exact morphometry of pendulum images
 
     def __init__(self, image_size: int = 96):

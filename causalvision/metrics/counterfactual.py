@@ -52,7 +52,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
 Array = jax.Array
 CounterfactualFn = Callable[[Array, Mapping[str, Array], Mapping[str, Array]], Array]
 ParentsFn = Callable[[Mapping[str, Array], Mapping[str, Array]], Mapping[str, Array]]
