@@ -41,6 +41,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _image_options(args: argparse.Namespace) -> dict:
+    return {} if args.pixel_noise is None else {"pixel_noise": args.pixel_noise}
+
+
 def _counterfactual(args: argparse.Namespace) -> int:
     from causalvision.audit import (
         counterfactual_grid,
@@ -49,11 +53,13 @@ def _counterfactual(args: argparse.Namespace) -> int:
         load_deep_scm,
         parse_do,
     )
+    from causalvision.train.data import dataset_of
 
-    interventions = [parse_do(text) for text in args.do]
-    config, _, scm = load_deep_scm(args.workdir, args.pixel_noise)
+    config, _, scm = load_deep_scm(args.workdir, **_image_options(args))
+    dataset = dataset_of(config.data)
+    interventions = [parse_do(text, dataset) for text in args.do]
     examples = held_out_examples(config, args.n)
-    rows = counterfactual_rows(scm, examples, interventions)
+    rows = counterfactual_rows(scm, examples, interventions, dataset)
     path = counterfactual_grid(examples["image"], rows, args.out, title=str(args.workdir))
     print(f"wrote {path}")
     return 0
@@ -62,18 +68,41 @@ def _counterfactual(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from causalvision.audit import evaluate_run
 
-    metrics = evaluate_run(
+    block: list[tuple[str, float]] = []
+    current: list[str] = []
+
+    def show(evaluator: str, name: str, value: float) -> None:
+        if current and current[0] != evaluator:
+            _print_block(current[0], block)
+            block.clear()
+        current[:] = [evaluator]
+        block.append((name, value))
+
+    out = args.out or args.workdir
+    evaluate_run(
         args.workdir,
-        args.out or args.workdir,
+        out,
         oracle_workdir=args.oracle,
         num=args.n,
-        pixel_noise=args.pixel_noise,
+        progress=show,
+        **_image_options(args),
     )
-    keys = [k for k in metrics if k.startswith(("composition_l1_1", "gt_error", "effectiveness"))]
-    for key in keys[:24]:
-        print(f"{key:60s} {metrics[key]:.4g}")
-    print(f"wrote {(args.out or args.workdir)}/metrics.json and counterfactual grids")
+    if current:
+        _print_block(current[0], block)
+    print(f"wrote {out}/metrics.json")
     return 0
+
+
+def _print_block(evaluator: str, values: list[tuple[str, float]]) -> None:
+    """One evaluator's values, each with its "_std" companion (over images) as "± std"."""
+    spread = {name[: -len("_std")]: v for name, v in values if name.endswith("_std")}
+    names = {name for name, _ in values}
+    print(f"[{evaluator}]")
+    for name, value in values:
+        if name.endswith("_std") and name[: -len("_std")] in names:
+            continue
+        std = f" ± {spread[name]:.3g}" if name in spread else ""
+        print(f"  {name:58s} {value:.4g}{std}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,11 +151,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     cf.add_argument("--n", type=int, default=16, help="held-out examples (columns)")
     cf.add_argument("--out", default="counterfactuals.png", help="PNG to write")
-    cf.add_argument("--pixel-noise", choices=("abduct", "mean"), default="abduct")
+    cf.add_argument(
+        "--pixel-noise",
+        choices=("abduct", "mean"),
+        default=None,
+        help="Gaussian-decoder image models: keep the factual pixel residual (default) or "
+        "predict mean images",
+    )
     cf.set_defaults(run=_counterfactual)
 
     evaluate = commands.add_parser(
-        "evaluate", help="counterfactual metrics and grids of a trained deep SCM"
+        "evaluate", help="run a deep SCM's evaluators (its config's evals, or the task's)"
     )
     evaluate.add_argument("--workdir", required=True, help="a deep_scm training run")
     evaluate.add_argument("--oracle", default=None, help="an attribute_predictor run")
@@ -135,8 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--pixel-noise",
         choices=("abduct", "mean"),
-        default="abduct",
-        help="keep the factual pixel residual (exact null interventions) or predict mean images",
+        default=None,
+        help="Gaussian-decoder image models: keep the factual pixel residual (exact null "
+        "interventions; default) or predict mean images",
     )
     evaluate.set_defaults(run=_evaluate)
     return parser

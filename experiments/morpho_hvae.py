@@ -34,13 +34,17 @@ def get_config(preset: str = "default") -> Config:
         ),
         # causal-gen's conditioning dropout: the prior misses the digit for a third of the
         # images, so the latents cannot carry it alone and do(digit) redraws the digit.
-        model={"image_model": "hvae", "conditional_prior": True, "prior_dropout": {"digit": 1 / 3}},
+        model={
+            "image_model": "hvae",
+            "image": {"conditional_prior": True},
+            "prior_dropout": {"digit": 1 / 3},
+        },
     )
     if preset == "default":
         return config
     if preset == "demo":  # `make demo`: about 6 minutes of training on 2 CPU cores
         config.data.size, config.data.eval_size = 8_192, 256
-        config.model.update(
+        config.model["image"].update(
             widths=(16, 32, 64, 128),
             encoder="32b1d2,16b1d2,8b1d8,1b1",
             decoder="1b1,8b1,16b1,32b1",
@@ -55,7 +59,7 @@ def get_config(preset: str = "default") -> Config:
         return config
     if preset == "tiny":  # seconds, for tests
         config.data.size, config.data.eval_size = 128, 32
-        config.model.update(
+        config.model["image"].update(
             widths=(8, 16, 16), encoder="32b1d4,8b1d8,1b1", decoder="1b1,8b1,32b1", z_dim=4
         )
         t = config.trainer

@@ -61,27 +61,28 @@ print(f"trained {result.step} steps")
 
 # %% [markdown]
 # ## The trained model is an ordinary SCM
-# Its image node is an `ImageMechanism`: abduction encodes the latents and keeps the pixel
-# residual, prediction decodes under the new parents.
+# Its image node is the HVAE's mechanism (a `GaussianDecoderMechanism`): abduction encodes
+# the latents and keeps the pixel residual, prediction decodes under the new parents.
 
 # %%
 config, model, scm = load_deep_scm(workdir)
 print(scm)
+morpho = MorphoDigits()
 examples = held_out_examples(config, num_examples)
-cf = model_counterfactual(scm, examples, {"thickness": 4.5})
+cf = model_counterfactual(scm, examples, {"thickness": 4.5}, morpho)
 print("intensity moves with thickness (its child):")
 print("  factual       ", np.round(examples["intensity"][:4], 1))
 print("  counterfactual", np.round(np.asarray(cf["intensity"][:4]), 1))
 print(
     "  true          ",
-    np.round(true_counterfactual(examples, {"thickness": 4.5})["intensity"][:4], 1),
+    np.round(true_counterfactual(examples, {"thickness": 4.5}, morpho)["intensity"][:4], 1),
 )
 
 # %% [markdown]
 # ## Counterfactual grid: model versus exact ground truth
 
 # %%
-rows = counterfactual_rows(scm, examples, [{"thickness": 4.5}, {"intensity": 110.0}])
+rows = counterfactual_rows(scm, examples, [{"thickness": 4.5}, {"intensity": 110.0}], morpho)
 path = counterfactual_grid(examples["image"], rows, f"{workdir}/notebook_grid.png")
 plt.figure(figsize=(8, 8))
 plt.imshow(plt.imread(path))
@@ -99,12 +100,12 @@ factual_parents = {n: examples[n] for n in ("digit", "thickness", "intensity")}
 
 # The metrics take `cf_fn(images, parents, do) -> images`; this one shares its compiled
 # counterfactuals with `model_counterfactual` and the grid above.
-cf_fn = image_counterfactual_fn(scm)
+cf_fn = image_counterfactual_fn(scm, morpho)
 
 null = composition(cf_fn, examples["image"], factual_parents, cycles=2)
 print(f"composition L1 after 1 and 2 null cycles: {np.asarray(null['l1']).round(5)}")
 do = {"thickness": np.full(num_examples, 4.5, np.float32)}
-error = ground_truth_error(cf_fn, examples, do, MorphoDigits(), oracle=MorphoDigits.measure)
+error = ground_truth_error(cf_fn, examples, do, morpho, oracle=morpho.measure)
 print(f"ground-truth error under do(thickness=4.5): L1 {float(error['l1']):.2f} (0-255)")
 print(
     f"measured thickness error vs the true counterfactual: {float(error['thickness_mae']):.3f} px"

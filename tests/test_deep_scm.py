@@ -10,13 +10,21 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from causalvision.audit import held_out_examples, load_deep_scm, model_counterfactual, parse_do
+from causalvision.audit import held_out_examples, load_deep_scm, parse_do
+from causalvision.audit import model_counterfactual as _model_counterfactual
 from causalvision.cli import main as cli_main
-from causalvision.nn import HVAE, MORPHO_ATTRIBUTES, DeepSCM, HVAEConfig, ImageMechanism
+from causalvision.data import MorphoDigits
+from causalvision.nn import HVAE, DeepSCM, GaussianDecoderMechanism, HVAEConfig
 from causalvision.nn.image_mechanism import from_pixels
 from causalvision.train import load_config, train_and_evaluate
 
 EXPERIMENT = pathlib.Path(__file__).parent.parent / "experiments" / "morpho_hvae.py"
+MORPHO = MorphoDigits()
+SPECS = MorphoDigits.attribute_specs
+
+
+def model_counterfactual(scm, examples, do):
+    return _model_counterfactual(scm, examples, do, MORPHO)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +73,7 @@ def test_counterfactuals_have_the_right_shapes_and_null_interventions_are_exact(
     np.testing.assert_allclose(np.asarray(null["intensity"]), examples["intensity"], rtol=1e-4)
     # ... and its mean image equals the model's reconstruction.
     mechanism = scm.mechanisms["image"]
-    assert isinstance(mechanism, ImageMechanism)
+    assert isinstance(mechanism, GaussianDecoderMechanism)
     parents = {n: factual[n] for n in mechanism.parents}
     noise = mechanism.abduct(factual["image"], parents)
     zero_pixel = {"latent": noise["latent"], "pixel": jnp.zeros_like(noise["pixel"])}
@@ -116,15 +124,15 @@ def test_cli_writes_grid_and_metrics(trained_run, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["composition_l1_1"] < 0.01  # pixel noise is abducted exactly
     assert metrics["gt_error/do(thickness)/l1"] > 0  # an untrained model is not the truth
-    assert (tmp_path / "counterfactuals_thickness4.5.png").exists()
+    assert (tmp_path / "counterfactuals_thickness3.3.png").exists()  # typical high thickness
 
 
 def test_bad_inputs_are_named(trained_run):
     workdir, _ = trained_run
     with pytest.raises(ValueError, match="--do: expected NODE=VALUE"):
-        parse_do("colour=3")
+        parse_do("colour=3", MORPHO)
     with pytest.raises(ValueError, match="is not a number"):
-        parse_do("thickness=thick")
+        parse_do("thickness=thick", MORPHO)
     with pytest.raises(ValueError, match=r"workdir: .* has no config.json"):
         load_deep_scm(workdir / "checkpoints")
     rngs = nnx.Rngs(0)
@@ -132,7 +140,7 @@ def test_bad_inputs_are_named(trained_run):
         tiny = HVAEConfig(
             context_dim=5, widths=(8, 16, 16), encoder="32b1d4,8b1d8,1b1", decoder="1b1,8b1,32b1"
         )
-        DeepSCM(MORPHO_ATTRIBUTES, HVAE(tiny, rngs=rngs), rngs=rngs)
+        DeepSCM(SPECS, HVAE(tiny, rngs=rngs), rngs=rngs)
 
 
 def test_the_vae_deep_scm_trains_and_answers_counterfactuals(tmp_path):
@@ -154,19 +162,19 @@ def _tiny_deep_scm(prior_dropout=None, **hvae_changes) -> DeepSCM:
     config = dataclasses.replace(config, **hvae_changes)
     rngs = nnx.Rngs(0)
     image_model = HVAE(config, rngs=rngs)
-    return DeepSCM(MORPHO_ATTRIBUTES, image_model, prior_dropout=prior_dropout, rngs=rngs)
+    return DeepSCM(SPECS, image_model, prior_dropout=prior_dropout, rngs=rngs)
 
 
 def test_prior_dropout_zeroes_a_parents_columns_per_image_at_its_rate():
     deep = _tiny_deep_scm({"digit": 0.25})
     names = [name for name, _, _ in deep.image_encoding.spec]
-    assert names == ["thickness", "intensity", "digit"]  # digit one-hot in columns 2..11
-    assert deep.image_encoding.widths == (1, 1, 10) and deep.image_encoding.size == 12
+    assert names == ["digit", "thickness", "intensity"]  # digit one-hot in columns 0..9
+    assert deep.image_encoding.widths == (10, 1, 1) and deep.image_encoding.size == 12
     mask = np.asarray(deep._prior_keep_mask(jax.random.key(0), 40_000))
     assert mask.shape == (40_000, 12)
-    np.testing.assert_array_equal(mask[:, :2], 1.0)
-    assert np.all(mask[:, 2:] == mask[:, 2:3])  # the whole one-hot goes or stays
-    dropped = 1.0 - mask[:, 2].mean()
+    np.testing.assert_array_equal(mask[:, 10:], 1.0)
+    assert np.all(mask[:, :10] == mask[:, :1])  # the whole one-hot goes or stays
+    dropped = 1.0 - mask[:, 0].mean()
     assert abs(dropped - 0.25) < 4 * np.sqrt(0.25 * 0.75 / 40_000), dropped
 
 
@@ -252,8 +260,8 @@ def test_counterfactual_training_tunes_only_the_image_mechanism(
 def test_counterfactual_nll_matches_whole_batch_counterfactuals_per_parent(
     trained_run, trained_oracle
 ):
+    from causalvision.losses import counterfactual_nll
     from causalvision.train import load_run
-    from causalvision.train.tasks import counterfactual_nll
 
     deep_dir, _ = trained_run
     config, deep_run = load_run(deep_dir)
@@ -263,18 +271,20 @@ def test_counterfactual_nll_matches_whole_batch_counterfactuals_per_parent(
     batch = {n: jnp.asarray(examples[n], jnp.float32) for n in ("image", "thickness", "intensity")}
     batch["digit"] = jnp.asarray(examples["digit"], jnp.int32)
     key = jax.random.key(3)
-    value = float(counterfactual_nll(scm, predictor, batch, key))
+    standardise = dict(predictor.standardise)
+    parents = ("thickness", "intensity", "digit")
+    settings = {"num_classes": predictor.num_classes, "standardise": standardise}
+    value = float(counterfactual_nll(scm, predictor, batch, key, parents=parents, **settings))
 
     # Second computation: every parent's counterfactual of the whole reordered batch, then per
-    # image the parent its third was given (7 images: 3 x thickness, 2 x intensity, 2 x digit),
+    # image the parent its part was given (7 images: 3 x thickness, 2 x intensity, 2 x digit),
     # scored in float64.
     order = np.asarray(jax.random.permutation(key, 7))
     shuffled = {n: v[order] for n, v in batch.items()}
     donors = {n: jnp.roll(v, -1, axis=0) for n, v in shuffled.items()}
     node_of = ["thickness"] * 3 + ["intensity"] * 2 + ["digit"] * 2
-    standardise = dict(predictor.standardise)
     terms = []
-    for node in ("thickness", "intensity", "digit"):
+    for node in parents:
         cf = scm.counterfactual(shuffled, {node: donors[node]})
         predictions = {
             k: np.asarray(v, np.float64) for k, v in predictor(cf["image"] / 255.0).items()
@@ -292,4 +302,4 @@ def test_counterfactual_nll_matches_whole_batch_counterfactuals_per_parent(
     assert value == pytest.approx(np.mean(terms), rel=1e-4)
     two = {n: v[:2] for n, v in batch.items()}  # too few to give every parent an image
     with pytest.raises(ValueError, match="batch: counterfactual training needs at least 3"):
-        counterfactual_nll(scm, predictor, two, key)
+        counterfactual_nll(scm, predictor, two, key, parents=parents, **settings)

@@ -21,7 +21,7 @@ from causalvision.nn.hvae import (
     _pointwise_groups,
     discretized_gaussian_log_likelihood,
 )
-from causalvision.nn.image_mechanism import ImageMechanism, ParentEncoding, from_pixels
+from causalvision.nn.image_mechanism import ParentEncoding, from_pixels
 
 MORPHO = ParentEncoding(
     [
@@ -359,7 +359,7 @@ def test_abducted_noise_redecodes_to_the_posterior_mean_latents(key):
 
 
 def test_image_mechanism_null_intervention_reproduces_the_image(key):
-    mechanism = ImageMechanism(_perturbed(TINY), MORPHO)
+    mechanism = _perturbed(TINY).mechanism(MORPHO)
     k_x, k_c, k_cf = jax.random.split(key, 3)
     images, parents = _images(k_x, 4), _parents(k_c, 4)
     noise = jax.jit(lambda m, v, p: m.abduct(v, p))(mechanism, images, parents)

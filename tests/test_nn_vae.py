@@ -12,7 +12,7 @@ from flax import nnx
 
 from causalvision.data import MorphoDigits
 from causalvision.nn.hvae import discretized_gaussian_log_likelihood
-from causalvision.nn.image_mechanism import ImageMechanism, ParentEncoding, from_pixels
+from causalvision.nn.image_mechanism import ParentEncoding, from_pixels
 from causalvision.nn.vae import VAE, VAEConfig
 from causalvision.scm import lenient_promotion
 
@@ -126,7 +126,7 @@ def test_loss_is_the_negative_elbo_and_beta_weights_the_kl(model, key):
 
 def test_image_mechanism_abduct_predict_reproduces_the_image(model, key):
     k_x, k_c, k_new = jax.random.split(key, 3)
-    mechanism = ImageMechanism(model, MORPHO)
+    mechanism = model.mechanism(MORPHO)
     assert mechanism.parents == ("digit", "thickness", "intensity")
     images = _images(k_x, N)
     parents = _parents(k_c, N)
@@ -238,11 +238,11 @@ def test_bad_inputs_name_the_argument(model, key):
     context = jnp.zeros((4, 12), jnp.float32)
     with pytest.raises(ValueError, match=r"x: expected images \(N, 32, 32, 1\)"):
         model.loss(x[:, :16], context, key)
-    with pytest.raises(ValueError, match="context: expected shape"):
+    with pytest.raises(ValueError, match="context: expected the parents"):
         model.abduct_latent_noise(x, context[:, :5])
-    with pytest.raises(ValueError, match="context: expected shape"):
+    with pytest.raises(ValueError, match="context: expected the parents"):
         model.loss(x, context[:3], key)
     with pytest.raises(ValueError, match=r"noise: expected latents \(N, 8\)"):
         model.decode(jnp.zeros((4, 3), jnp.float32), context)
-    with pytest.raises(ValueError, match="context: expected shape"):
+    with pytest.raises(ValueError, match="context: expected the parents"):
         model.decode(jnp.zeros((2, 8), jnp.float32), context)

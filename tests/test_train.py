@@ -19,6 +19,7 @@ from causalvision.train import (
     Task,
     TrainerConfig,
     apply_overrides,
+    config_to_dict,
     learning_rate_schedule,
     load_config,
     read_metrics,
@@ -243,12 +244,15 @@ def test_config_files_presets_and_overrides():
     changed = apply_overrides(
         config, ["model.widths=(4, 8)", "data.name=pendulum", "trainer.learning_rate=1"]
     )
-    assert changed.model["widths"] == (4, 8) and changed.data.name == "pendulum"
+    assert changed.model.widths == (4, 8) and changed.data.name == "pendulum"
     assert changed.trainer.learning_rate == 1.0 and isinstance(changed.trainer.learning_rate, float)
     assert config.data.name == "morpho_digits"  # overrides copy, never mutate
     for bad, message in [
         (["trainer.num_steps=many"], "expected int"),
         (["trainer.bogus=1"], "unknown field 'bogus'"),
+        (["model.depth=3"], "unknown field 'depth'"),  # typed model settings
+        (["model.widths=4"], "expected tuple"),
+        (["model.standardise='median'"], "model.standardise: expected 'specs' or 'data'"),
         (["nothing"], "expected key=value"),
         (["trainer.num_steps=None"], "None is not allowed"),
     ]:
@@ -263,12 +267,12 @@ def test_config_files_presets_and_overrides():
 def test_a_runs_config_json_loads_back_as_the_same_config(tmp_path):
     config = load_config(f"{EXPERIMENT}:tiny", ["model.widths=(4, 8)"])
     saved = tmp_path / "config.json"
-    saved.write_text(json.dumps(dataclasses.asdict(config)))
+    saved.write_text(json.dumps(config_to_dict(config)))
     assert load_config(saved) == config
     assert load_config(saved, ["trainer.num_steps=3"]).trainer.num_steps == 3
     with pytest.raises(ValueError, match="no presets"):
         load_config(f"{saved}:tiny")
-    (tmp_path / "broken.json").write_text('{"data": {}}')
+    (tmp_path / "broken.json").write_text('{"version": 2, "data": {}}')
     with pytest.raises(ValueError, match=r"not a run's config\.json"):
         load_config(tmp_path / "broken.json")
     (tmp_path / "notes.txt").write_text("hello")
@@ -381,19 +385,195 @@ def test_only_trainable_variables_change(tmp_path):
         ("morpho_hvae", ("default", "demo", "tiny")),
         ("morpho_vae", ("default", "demo", "tiny")),
         ("morpho_hvae_cf", ("default", "tiny")),
+        ("pendulum_hvae", ("default", "demo", "tiny")),
     ],
 )
 def test_every_experiment_preset_is_a_valid_config(experiment, presets):
-    from causalvision.train.tasks import _cf_settings, deep_scm_builder
+    from causalvision.train import get_task
 
     path = EXPERIMENT.parent / f"{experiment}.py"
     for preset in presets:
-        config = load_config(f"{path}:{preset}")
+        config = load_config(f"{path}:{preset}")  # types the model settings: unknown ones fail
         assert config.trainer.num_steps >= 1
-        if config.task == "deep_scm":
-            deep_scm_builder(config.model)  # rejects unknown model settings
-        elif config.task == "deep_scm_cf":  # its runs come from the command line
-            config.model.update(init_from="runs/deep_scm", oracle="runs/oracle")
-            _cf_settings(config)
+        assert isinstance(config.model, get_task(config.task).settings)
     with pytest.raises(ValueError, match="preset: expected"):
         load_config(f"{path}:nonsense")
+
+
+class TwoGroups(nnx.Module):
+    """Two parameters the model sorts into groups "fast" and "slow"."""
+
+    def __init__(self, rngs):
+        del rngs
+        self.fast = nnx.Param(jnp.zeros((2,), jnp.float32))
+        self.slow = nnx.Param(jnp.zeros((2,), jnp.float32))
+
+    def parameter_groups(self):
+        return {
+            "fast": nnx.All(nnx.Param, nnx.PathContains("fast")),
+            "slow": nnx.All(nnx.Param, nnx.PathContains("slow")),
+        }
+
+
+def _two_group_task(**task_settings) -> Task:
+    def loss(model, batch, key):
+        del key
+        value = 0.5 * jnp.sum((model.fast[...] - jnp.asarray(TARGET)) ** 2)
+        value = value + 0.5 * jnp.sum((model.slow[...] - jnp.asarray(TARGET)) ** 2)
+        return value + 0.0 * jnp.mean(batch["x"]), {}
+
+    source = ArraySource({"x": np.zeros((16, 1), np.float32)})
+    return Task(init_model=TwoGroups, loss=loss, train_source=source, **task_settings)
+
+
+def _sgd_momentum(rate: float, steps: int) -> np.ndarray:
+    w, momentum = np.zeros(2), np.zeros(2)
+    for _ in range(steps):
+        momentum = (w - TARGET) + 0.9 * momentum
+        w = w - rate * momentum
+    return w
+
+
+def test_parameter_groups_get_their_own_learning_rate(tmp_path):
+    config = _config(
+        num_steps=5,
+        grad_clip_norm=None,
+        ema_decay=None,
+        param_groups={"slow": {"learning_rate": 0.01}},
+    )
+    result = train(_two_group_task(), config, tmp_path)
+    np.testing.assert_allclose(
+        np.asarray(result.model.fast[...]), _sgd_momentum(0.05, 5), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(result.model.slow[...]), _sgd_momentum(0.01, 5), rtol=1e-5
+    )
+    for groups, message in [
+        ({"medium": {"learning_rate": 0.1}}, r"no group\(s\) \['medium'\]"),
+        ({"slow": {"momentum": 0.5}}, r"param_groups\['slow'\]: unknown setting"),
+        ({"slow": {"optimizer": "lion"}}, r"param_groups\['slow'\].optimizer: unknown name"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train(_two_group_task(), _config(param_groups=groups), tmp_path / "bad")
+    with pytest.raises(ValueError, match="names no parameter groups"):
+        train(_quadratic_task(), _config(param_groups={"slow": {}}), tmp_path / "none")
+
+
+def test_trainable_groups_are_named_by_the_model(tmp_path):
+    config = _config(num_steps=5, grad_clip_norm=None, ema_decay=None)
+    result = train(_two_group_task(trainable_groups=("slow",)), config, tmp_path)
+    np.testing.assert_array_equal(np.asarray(result.model.fast[...]), 0.0)
+    np.testing.assert_allclose(
+        np.asarray(result.model.slow[...]), _sgd_momentum(0.05, 5), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match=r"trainable_groups: \['medium'\] are not groups"):
+        train(_two_group_task(trainable_groups=("medium",)), config, tmp_path / "bad")
+
+
+def test_initialisation_training_and_evaluation_draw_from_separate_streams(tmp_path):
+    from causalvision.train import prng_streams
+
+    streams = prng_streams(0)
+    data = {name: np.asarray(jax.random.key_data(k)) for name, k in streams.items()}
+    assert len({v.tobytes() for v in data.values()}) == 3
+
+    class Drawn(nnx.Module):
+        def __init__(self, rngs):
+            self.w = nnx.Param(jax.random.uniform(rngs.params(), (2,)))
+
+    def loss(model, batch, key):
+        value = 0.5 * jnp.sum(model.w[...] ** 2) + 0.0 * jnp.mean(batch["x"])
+        return value, {"draw": jax.random.uniform(key)}
+
+    source = ArraySource({"x": np.zeros((16, 1), np.float32)})
+    result = train(
+        Task(init_model=Drawn, loss=loss, train_source=source),
+        _config(num_steps=3, log_every=1, ema_decay=None),
+        tmp_path,
+    )
+    draws = [r["draw"] for r in read_metrics(tmp_path / "metrics.jsonl")["train"]]
+    expected = [
+        float(jax.random.uniform(jax.random.fold_in(streams["train"], k))) for k in range(3)
+    ]
+    np.testing.assert_allclose(draws, expected, rtol=1e-6)
+    # The parameters were drawn from the init stream, never from a step's key.
+    initial = np.asarray(Drawn(nnx.Rngs(streams["init"])).w[...])
+    assert not np.allclose(initial, np.asarray(Drawn(nnx.Rngs(streams["train"])).w[...]))
+    assert result.step == 3
+
+
+def test_a_task_defined_outside_the_library_is_found_by_module_path(tmp_path):
+    """`task = "module:TASK"` trains, and `load_run` restores it from config.json alone."""
+    from causalvision.train import Config, DataConfig, load_run
+
+    config = Config(
+        task="test_train:QUADRATIC",
+        data=DataConfig(size=8),
+        trainer=_config(num_steps=4, ema_decay=None),
+        model={"target": (1.0, 2.0)},
+    )
+    result = train_and_evaluate(config, tmp_path)
+    restored_config, restored = load_run(tmp_path)
+    assert restored_config.model == QuadraticSettings(target=(1.0, 2.0))
+    np.testing.assert_array_equal(
+        np.asarray(restored.model.w[...]), np.asarray(result.model.w[...])
+    )
+    with pytest.raises(ValueError, match="task: unknown name 'nothing'"):
+        train_and_evaluate(dataclasses.replace(config, task="nothing"), tmp_path / "x")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuadraticSettings:
+    target: tuple[float, float] = (3.0, -4.0)
+
+
+def _quadratic_spec():
+    from causalvision.train import TaskSpec
+
+    def build_model(config):
+        return Scalar
+
+    def build(config):
+        target = jnp.asarray(config.model.target, jnp.float32)
+
+        def loss(model, batch, key):
+            del key
+            return 0.5 * jnp.sum((model.w[...] - target) ** 2) + 0.0 * jnp.mean(batch["x"]), {}
+
+        source = ArraySource({"x": np.zeros((config.data.size, 1), np.float32)})
+        return Task(init_model=Scalar, loss=loss, train_source=source)
+
+    return TaskSpec(settings=QuadraticSettings, build=build, build_model=build_model)
+
+
+QUADRATIC = _quadratic_spec()
+
+
+def test_configs_of_causalvision_0_1_are_upgraded_on_load():
+    from causalvision.train import config_from_dict
+
+    old_trainer = {"num_steps": 6, "batch_size": 16, "progress": False}
+    deep = config_from_dict(
+        {
+            "task": "deep_scm",
+            "data": {"name": "morpho_digits", "image_size": 64},
+            "trainer": old_trainer,
+            "model": {"image_model": "vae", "latent_dim": 4, "encoder_widths": [8, 16]},
+        }
+    )
+    assert deep.model.image.latent_dim == 4 and deep.model.image.encoder_widths == (8, 16)
+    assert deep.model.image.context_dim == 12  # filled from the dataset's attributes
+    # 0.1 standardised Morpho parents with hand-set constants; upgraded runs keep them.
+    assert deep.model.standardise == {"thickness": (2.5, 0.65), "intensity": (190.0, 45.0)}
+    pendulum = config_from_dict(
+        {
+            "task": "attribute_predictor",
+            "data": {"name": "pendulum", "image_size": 32},
+            "trainer": old_trainer,
+            "model": {"widths": [8], "hidden": 4},
+        }
+    )
+    assert pendulum.data.options == {"image_size": 32}
+    assert pendulum.model.standardise == "data"  # 0.1 predictors standardised by their data
+    with pytest.raises(ValueError, match="newer than this causalvision"):
+        config_from_dict({"version": 99, "task": "deep_scm"})

@@ -1,4 +1,4 @@
-"""Counterfactual audits: image grids and counterfactuals of trained deep SCMs."""
+"""Counterfactual audits: image grids, counterfactuals and evaluations of trained deep SCMs."""
 
 from causalvision.audit.counterfactuals import (
     attribute_oracle,
@@ -11,9 +11,11 @@ from causalvision.audit.counterfactuals import (
     parse_do,
     true_counterfactual,
 )
+from causalvision.audit.evaluators import Grids, typical_interventions
 from causalvision.audit.grids import counterfactual_grid
 
 __all__ = [
+    "Grids",
     "attribute_oracle",
     "counterfactual_grid",
     "counterfactual_rows",
@@ -24,4 +26,5 @@ __all__ = [
     "model_counterfactual",
     "parse_do",
     "true_counterfactual",
+    "typical_interventions",
 ]

@@ -1,7 +1,12 @@
-"""Counterfactual images from a trained deep SCM run: load it, pick examples, intervene."""
+"""Counterfactual images from a trained deep SCM run: load it, pick examples, intervene, score.
+
+Works on a run of any dataset and any image model: the dataset (`config.data`) says which
+attributes exist and renders the exact counterfactuals, the run's model is an ordinary SCM.
+"""
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -10,51 +15,53 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from causalvision.data import GeneratedSource, MorphoDigits, quantize_image, stack_examples
-from causalvision.metrics import batched, evaluate_counterfactuals
+from causalvision.data import Dataset, GeneratedSource, quantize_image, stack_examples
+from causalvision.metrics import CounterfactualSubject, batched, run_evaluators
 from causalvision.scm import SCM
-from causalvision.train import Config, load_run
+from causalvision.train import Config, get_task, load_run
+from causalvision.train.data import dataset_of
+from causalvision.validation import check_int
 
-ATTRIBUTES = ("digit", "thickness", "intensity")
+#: Chunk of every model counterfactual: one compilation per intervention serves any count.
+CHUNK = 64
 
 
-def load_deep_scm(
-    workdir: str | pathlib.Path, pixel_noise: str = "abduct"
-) -> tuple[Config, Any, SCM]:
-    """(config, trained `DeepSCM` — EMA weights if kept —, its `SCM`) of a run in `workdir`.
+def load_deep_scm(workdir: str | pathlib.Path, **image_options: Any) -> tuple[Config, Any, SCM]:
+    """(config, trained model — EMA weights if kept —, its `SCM`) of a deep SCM run.
 
-    `pixel_noise` ("abduct" or "mean") is passed to the image mechanism.
+    The model is anything with `scm(**image_options)` (a `DeepSCM`, or a counterfactually
+    tuned one); `image_options` go to the image model's mechanism (e.g. `pixel_noise`).
     """
     config, result = load_run(workdir)
-    if config.task not in ("deep_scm", "deep_scm_cf"):
-        raise ValueError(f"workdir: holds a {config.task!r} run, not a deep_scm one")
     model = result.ema_model if result.ema_model is not None else result.model
-    if config.task == "deep_scm_cf":  # counterfactually fine-tuned: the tuner wraps the SCM
-        model = model.deep
-    return config, model, model.scm(pixel_noise)
+    if not callable(getattr(model, "scm", None)):
+        raise ValueError(f"workdir: holds a {config.task!r} run, not a deep SCM")
+    return config, model, model.scm(**image_options)
 
 
 def held_out_examples(config: Config, num: int, seed_offset: int = 2) -> dict[str, Any]:
-    """`num` Morpho examples the run never saw (seed `data.seed + 2`: train used +0, eval +1).
+    """`num` examples the run never saw (seed `data.seed + 2`: train used +0, eval +1).
 
-    Returns attributes `(N,)`, "style" and "image" `(N, 32, 32, 1)` float32 on the uint8 grid.
+    Returns the attributes `(N,)`, the dataset's exogenous fields and "image" `(N, H, W, C)`
+    float32 on the uint8 storage grid.
     """
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"n: expected a positive int, got {num!r}")
-    source = GeneratedSource(MorphoDigits(), num, seed=config.data.seed + seed_offset)
+    num = check_int(num, "n", 1)
+    source = GeneratedSource(dataset_of(config.data), num, seed=config.data.seed + seed_offset)
     batch = stack_examples([source[i] for i in range(num)])
     batch["image"] = batch["image"].astype(np.float32)
     return batch
 
 
-def parse_do(text: str) -> dict[str, float]:
-    """ "thickness=4.0,digit=3" -> {"thickness": 4.0, "digit": 3.0}."""
+def parse_do(text: str, dataset: Dataset) -> dict[str, float]:
+    """ "thickness=4.0,digit=3" -> {"thickness": 4.0, "digit": 3.0}, for `dataset`'s attributes."""
     out = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
         name = name.strip()
-        if not sep or name not in ATTRIBUTES:
-            raise ValueError(f"--do: expected NODE=VALUE with NODE in {ATTRIBUTES}, got {part!r}")
+        if not sep or name not in dataset.attributes:
+            raise ValueError(
+                f"--do: expected NODE=VALUE with NODE in {dataset.attributes}, got {part!r}"
+            )
         try:
             out[name] = float(value)
         except ValueError as error:
@@ -62,27 +69,48 @@ def parse_do(text: str) -> dict[str, float]:
     return out
 
 
-def _do_arrays(do: Mapping[str, float], num: int) -> dict[str, jax.Array]:
+def _do_arrays(do: Mapping[str, float], num: int, dataset: Dataset) -> dict[str, jax.Array]:
+    specs = {spec.name: spec for spec in dataset.attribute_specs}
     return {
-        name: jnp.full((num,), value, jnp.int32 if name == "digit" else jnp.float32)
+        name: jnp.full((num,), value, jnp.int32 if specs[name].categorical else jnp.float32)
         for name, value in do.items()
     }
 
 
-def model_counterfactual(scm: SCM, examples: Mapping[str, Any], do: Mapping[str, float]) -> dict:
+def _world(scm: SCM, dataset: Dataset) -> Callable:
+    """`(images, parents, do) -> counterfactual world` (every node) for one chunk."""
+    categorical = {spec.name for spec in dataset.attribute_specs if spec.categorical}
+
+    def world(images, parents, do):
+        factual = {n: parents[n] for n in dataset.attributes}
+        for name in categorical:
+            factual[name] = jnp.asarray(factual[name]).astype(jnp.int32)
+        return scm.counterfactual({**factual, "image": images}, dict(do))
+
+    return world
+
+
+def model_counterfactual(
+    scm: SCM, examples: Mapping[str, Any], do: Mapping[str, float], dataset: Dataset
+) -> dict:
     """The deep SCM's counterfactual of `examples` under `do` (attributes and image).
 
     Runs in the same padded chunks as `image_counterfactual_fn`, so both share compilations.
     """
     num = len(examples["image"])
-    parents = {n: examples[n] for n in ATTRIBUTES}
-    return batched(_world(scm), 64)(examples["image"], parents, _do_arrays(do, num))
+    parents = {n: examples[n] for n in dataset.attributes}
+    return batched(_world(scm, dataset), CHUNK)(
+        examples["image"], parents, _do_arrays(do, num, dataset)
+    )
 
 
-def true_counterfactual(examples: Mapping[str, Any], do: Mapping[str, float]) -> dict:
+def true_counterfactual(
+    examples: Mapping[str, Any], do: Mapping[str, float], dataset: Dataset
+) -> dict:
     """The generator's exact counterfactual, image on the uint8 grid as float32."""
-    cf = MorphoDigits().counterfactual(examples, _do_arrays(do, len(examples["digit"])))
-    cf["image"] = quantize_image("morpho_digits", cf["image"]).astype(np.float32)
+    num = len(examples["image"])
+    cf = dict(dataset.counterfactual(examples, _do_arrays(do, num, dataset)))
+    cf["image"] = quantize_image(dataset, cf["image"]).astype(np.float32)
     return cf
 
 
@@ -90,19 +118,8 @@ def label(do: Mapping[str, float]) -> str:
     return "do(" + ", ".join(f"{k}={v:g}" for k, v in do.items()) + ")"
 
 
-def _world(scm: SCM) -> Any:
-    """`(images, parents, do) -> counterfactual world` (every node) for one chunk."""
-
-    def world(images, parents, do):
-        factual = {**{n: parents[n] for n in ATTRIBUTES}, "image": images}
-        factual["digit"] = jnp.asarray(factual["digit"]).astype(jnp.int32)
-        return scm.counterfactual(factual, dict(do))
-
-    return world
-
-
 def image_counterfactual_fn(
-    scm: SCM, batch_size: int = 64
+    scm: SCM, dataset: Dataset, batch_size: int = CHUNK
 ) -> Callable[[Any, Mapping[str, Any], Mapping[str, Any]], jax.Array]:
     """`cf_fn(images, parents, do) -> counterfactual images` of a deep SCM (the metrics' form).
 
@@ -111,23 +128,27 @@ def image_counterfactual_fn(
     grids and commands on the same run share it (with `model_counterfactual` too: both call
     the same jitted `scm.counterfactual` on the same chunks).
     """
-    world = _world(scm)
+    world = _world(scm, dataset)
     return batched(lambda images, parents, do: world(images, parents, do)["image"], batch_size)
 
 
 def counterfactual_rows(
-    scm: SCM, examples: Mapping[str, Any], interventions: Sequence[Mapping[str, float]]
+    scm: SCM,
+    examples: Mapping[str, Any],
+    interventions: Sequence[Mapping[str, float]],
+    dataset: Dataset,
 ) -> dict[str, np.ndarray]:
     """Grid rows: for each intervention the model's and the true counterfactual images."""
     rows = {}
     for do in interventions:
-        rows[f"model {label(do)}"] = np.asarray(model_counterfactual(scm, examples, do)["image"])
-        rows[f"true {label(do)}"] = true_counterfactual(examples, do)["image"]
+        model = model_counterfactual(scm, examples, do, dataset)
+        rows[f"model {label(do)}"] = np.asarray(model["image"])
+        rows[f"true {label(do)}"] = true_counterfactual(examples, do, dataset)["image"]
     return rows
 
 
-def attribute_oracle(workdir: str | pathlib.Path):
-    """`images (N, 32, 32, 1) in [0, 255] -> {attribute: (N,)}` from a trained predictor run."""
+def attribute_oracle(workdir: str | pathlib.Path) -> Callable[[Any], dict[str, jax.Array]]:
+    """`images (N, H, W, C) in [0, 255] -> {attribute: (N,)}` from a trained predictor run."""
     from flax import nnx
 
     config, result = load_run(workdir)
@@ -151,47 +172,51 @@ def evaluate_run(
     oracle_workdir: str | pathlib.Path | None = None,
     num: int = 256,
     seed: int = 0,
-    grid_size: int = 12,
-    pixel_noise: str = "abduct",
-) -> dict[str, float]:
-    """Scores a deep SCM run's counterfactuals and writes `metrics.json` and grids to `out`.
+    evals: Mapping[str, Mapping[str, Any]] | None = None,
+    progress: Callable[[str, str, float], None] | None = None,
+    **image_options: Any,
+) -> dict[str, Any]:
+    """Runs a deep SCM run's evaluators and writes `metrics.json` (and their images) to `out`.
 
-    Metrics (REFERENCE §3, `causalvision.metrics.evaluate_counterfactuals`) on `num` held-out
-    examples: composition, reversibility, effectiveness under do(thickness), do(intensity),
-    do(digit) and a random subset — measured by exact morphometry and, with
-    `oracle_workdir`, by a trained attribute predictor — commutativity, and the error against
-    the generator's exact counterfactuals.
+    The evaluators are `evals`, else the run's `config.evals`, else its task's defaults (for
+    deep SCMs the counterfactual protocol of REFERENCE §3 and image grids). They score
+    `num` held-out examples; effectiveness reads attributes with the dataset's exact
+    `measure` (if it has one) and, with `oracle_workdir`, a trained attribute predictor.
+    `progress(evaluator, name, value)` is called as each value comes.
     """
-    import json
-
-    from causalvision.audit.grids import counterfactual_grid
-
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config, _, scm = load_deep_scm(workdir, pixel_noise)
+    config, _, scm = load_deep_scm(workdir, **image_options)
+    dataset = dataset_of(config.data)
     examples = held_out_examples(config, num)
-    oracles = {"measured": MorphoDigits.measure}
+    oracles = {}
+    if dataset.measure is not None:
+        oracles["measured"] = dataset.measure
     if oracle_workdir is not None:
         oracles["predicted"] = attribute_oracle(oracle_workdir)
-
-    metrics = evaluate_counterfactuals(
-        image_counterfactual_fn(scm),
-        {k: examples[k] for k in (*ATTRIBUTES, "style", "image")},
+    evals = evals or config.evals or _default_evals(config)
+    # Storage images: float ones would be read as renders on the dataset's own scale.
+    stored = {**examples, "image": examples["image"].astype(np.uint8)}
+    subject = CounterfactualSubject(
+        image_counterfactual_fn(scm, dataset),
+        stored,
         key=jax.random.key(seed),
-        dataset=MorphoDigits(),
-        oracle=oracles,
+        dataset=dataset,
+        oracle=oracles or None,
+        out=out,
+        context={"scm": scm, "title": str(workdir)},
     )
-    metrics = {"run": str(workdir), "pixel_noise": pixel_noise, "num_examples": num, **metrics}
+    metrics: dict[str, Any] = {"run": str(workdir), **image_options, "num_examples": num}
+    for evaluator, name, value in run_evaluators(evals, subject):
+        metrics[name] = value
+        if progress is not None:
+            progress(evaluator, name, value)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-
-    shown = {k: v[:grid_size] for k, v in examples.items() if k != "style"}
-    shown["style"] = {k: v[:grid_size] for k, v in examples["style"].items()}
-    for do in ({"thickness": 4.5}, {"thickness": 1.5}, {"intensity": 110.0}, {"digit": 3.0}):
-        name = "_".join(f"{k}{v:g}" for k, v in do.items())
-        counterfactual_grid(
-            shown["image"],
-            counterfactual_rows(scm, shown, [do]),
-            out / f"counterfactuals_{name}.png",
-            title=f"{label(do)}: model vs exact ground truth",
-        )
     return metrics
+
+
+def _default_evals(config: Config) -> dict[str, dict[str, Any]]:
+    task = get_task(config.task)
+    if task.evals is None:
+        raise ValueError(f"evals: the {config.task!r} task has no default evaluators; name some")
+    return task.evals(config)

@@ -62,6 +62,7 @@ ATTRIBUTE_SPECS = (
         "shadow_position",
         "continuous",
         parents=("angle", "light"),
+        support=("interval", 1.5, 20.5),  # in [2.0, 19.93]
         standardise=(10.64, 3.42),
     ),
 )

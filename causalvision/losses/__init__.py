@@ -3,6 +3,7 @@
 from causalvision.losses.counterfactual_training import (
     ascending_multiplier,
     constrained_objective,
+    counterfactual_nll,
 )
 
-__all__ = ["ascending_multiplier", "constrained_objective"]
+__all__ = ["ascending_multiplier", "constrained_objective", "counterfactual_nll"]

@@ -17,12 +17,19 @@ negative ELBO on training data), never hard-coded.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
+
+from causalvision.scm import SCM
 
 Array = jax.Array
 
-__all__ = ["ascending_multiplier", "constrained_objective"]
+__all__ = ["ascending_multiplier", "constrained_objective", "counterfactual_nll"]
 
 
 @jax.custom_vjp
@@ -76,3 +83,67 @@ def constrained_objective(
         "constraint_slack": slack,
         "multiplier": multiplier,
     }
+
+
+def counterfactual_nll(
+    scm: SCM,
+    predictor: Callable[[Array], Mapping[str, Array]],
+    batch: Mapping[str, Array],
+    key: Array,
+    *,
+    parents: Sequence[str],
+    num_classes: Mapping[str, int],
+    standardise: Mapping[str, tuple[float, float]],
+    image: str = "image",
+) -> Array:
+    """Mean over images of -log q(pa* | x*): causal-gen's counterfactual likelihood term.
+
+    q is a frozen predictor of the image's `parents`, x* a counterfactual image, pa* its
+    intervened parents. The images are put in a random order and split into as many parts as
+    there are parents: part k gets do(parents[k]), with the value of the next image in that
+    order. causal-gen draws one parent per batch instead; one per image estimates the same
+    objective with less variance and needs no `lax.switch`.
+
+    Args:
+      scm: the deep SCM; `parents` and their ancestors must be closed under parents.
+      predictor: `images / 255 (N, H, W, C) -> {parent: logits (N, K) | standardised (N,)}`.
+      batch: every parent `(N,)` and the image `(N, H, W, C)` in [0, 255].
+      key: the order of the images.
+      parents: the image's parents, each intervened on in one part.
+      num_classes: the categorical parents' class counts (their q is a softmax).
+      standardise: `(offset, scale)` of each continuous parent (their q is a unit-variance
+        Gaussian on the standardised value, up to a constant).
+      image: the image node's name.
+    """
+    num = batch[image].shape[0]
+    if num < len(parents):
+        raise ValueError(
+            f"batch: counterfactual training needs at least {len(parents)} images per batch "
+            f"(one per intervened parent), got {num}"
+        )
+    order = jax.random.permutation(key, num)
+    shuffled = {name: value[order] for name, value in batch.items()}
+    donors = {name: jnp.roll(shuffled[name], -1, axis=0) for name in parents}
+    # Each part's parents first, in the attributes-only SCM; then one image counterfactual
+    # of the whole batch with every parent set to its counterfactual value. That is the same
+    # image (it reads its parents' values only), traced once instead of once per part.
+    attributes = SCM({name: scm.mechanisms[name] for name in scm.nodes if name != image})
+    names = attributes.nodes
+    parts: list[dict[str, Any]] = []
+    for node, rows in zip(parents, np.array_split(np.arange(num), len(parents)), strict=True):
+        factual = {name: shuffled[name][rows] for name in names}
+        parts.append(attributes.counterfactual(factual, {node: donors[node][rows]}))
+    cf_parents = {name: jnp.concatenate([part[name] for part in parts]) for name in names}
+    cf = scm.counterfactual(shuffled, cf_parents)
+    predictions = predictor(cf[image] / 255.0)
+    nll = jnp.zeros((num,), jnp.float32)
+    for name in parents:
+        if name in num_classes:
+            nll = nll + optax.softmax_cross_entropy_with_integer_labels(
+                predictions[name], cf[name].astype(jnp.int32)
+            )
+        else:
+            offset, scale = standardise[name]
+            standard = (cf[name] - jnp.float32(offset)) / jnp.float32(scale)
+            nll = nll + 0.5 * (predictions[name] - jax.lax.stop_gradient(standard)) ** 2
+    return jnp.mean(nll)

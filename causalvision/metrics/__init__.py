@@ -1,12 +1,12 @@
 """Counterfactual quality metrics: composition, reversibility, effectiveness, commutativity and
-the error against exact ground-truth counterfactuals, plus the Morpho evaluation protocol."""
+the error against exact ground-truth counterfactuals, as functions and as evaluators that a
+config names (`evals`)."""
 
 from causalvision.metrics.counterfactual import (
     batched,
     commutativity,
     composition,
     effectiveness,
-    evaluate_counterfactuals,
     flatten_metrics,
     ground_truth_error,
     quantile_bins,
@@ -15,17 +15,40 @@ from causalvision.metrics.counterfactual import (
     scm_parents_fn,
     update_parents,
 )
+from causalvision.metrics.evaluators import (
+    EVALUATORS,
+    Commutativity,
+    Composition,
+    CounterfactualSubject,
+    Effectiveness,
+    Evaluator,
+    GroundTruth,
+    Reversibility,
+    evaluate_counterfactuals,
+    get_evaluator,
+    run_evaluators,
+)
 
 __all__ = [
+    "EVALUATORS",
+    "Commutativity",
+    "Composition",
+    "CounterfactualSubject",
+    "Effectiveness",
+    "Evaluator",
+    "GroundTruth",
+    "Reversibility",
     "batched",
     "commutativity",
     "composition",
     "effectiveness",
     "evaluate_counterfactuals",
     "flatten_metrics",
+    "get_evaluator",
     "ground_truth_error",
     "quantile_bins",
     "reversibility",
+    "run_evaluators",
     "sample_interventions",
     "scm_parents_fn",
     "update_parents",

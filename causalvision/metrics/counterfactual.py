@@ -43,7 +43,6 @@ plain floats for metrics.json.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -62,7 +61,6 @@ __all__ = [
     "commutativity",
     "composition",
     "effectiveness",
-    "evaluate_counterfactuals",
     "flatten_metrics",
     "ground_truth_error",
     "quantile_bins",
@@ -782,145 +780,3 @@ def _oracles(oracle: Any, dataset: Any) -> dict[str, Oracle]:
     if not callable(oracle):
         raise ValueError(f"oracle: expected a callable or a dict of callables, got {oracle!r}")
     return {"": oracle}
-
-
-def evaluate_counterfactuals(
-    cf_fn: CounterfactualFn,
-    examples: Mapping[str, Any],
-    *,
-    key: Array,
-    dataset: Any = None,
-    oracle: Oracle | Mapping[str, Oracle] | None = None,
-    parents_fn: ParentsFn | None = None,
-    interventions: Sequence[str] = ("thickness", "intensity", "digit"),
-    random_subset: bool = True,
-    marginals: Mapping[str, Any] | None = None,
-    bins: int = 10,
-    composition_cycles: int = 10,
-    reversibility_cycles: int = 5,
-    batch_size: int | None = None,
-    quantize: bool = True,
-) -> dict[str, float]:
-    """The causal-gen Morpho protocol (REFERENCE §3.3) plus the axiomatic metrics, one seed.
-
-    For each node in `interventions` (and, with `random_subset`, one random subset of them:
-    one fair coin per node from `key`, at least one node kept; named "random"), do-values are
-    drawn with `sample_interventions` (forced to differ; from `marginals[node]`, default the
-    batch's own values) and scored by effectiveness, reversibility and, with a `dataset`,
-    the ground-truth error. Composition runs once; commutativity runs for every pair of
-    single-node interventions whose counterfactual parents commute (parents_fn gives the
-    same parents in both orders), since only those should give the same image.
-
-    Args:
-      cf_fn: the counterfactual function.
-      examples: "image" `(N, H, W, C)` (uint8 or float 0-255; a pendulum's float [0, 1]) and
-        the parents `(N,)`: `dataset.attributes`, or else every other `(N,)` entry
-        ("style" is never a parent); plus what `dataset.counterfactual` needs.
-      key: PRNG key (the interventions); run several keys for seeds (the reference uses 3).
-      dataset: the synthetic dataset with exact counterfactuals (enables "gt_error/...").
-      oracle: `oracle(images) -> dict` or a dict of named oracles (e.g. {"measured":
-        MorphoDigits.measure, "predicted": predictor}); default `dataset.measure`.
-      parents_fn: counterfactual parents; default the dataset's exact attribute SCM
-        (`scm_parents_fn(dataset.scm)`) when there is one, else `update_parents`.
-      interventions: nodes intervened on one at a time.
-      random_subset: also evaluate do(random subset).
-      marginals: node -> `(M,)` values to draw interventions from (e.g. the training set).
-      bins: quantile bins (or edges) for continuous nodes, see `sample_interventions`.
-      composition_cycles, reversibility_cycles: cycle counts.
-      batch_size: run `cf_fn` in chunks of this many images (`batched`).
-      quantize: see `ground_truth_error`.
-
-    Returns:
-      A flat dict of floats: "num_examples"; "composition_l1_k" (and "_std"), k = 1..cycles;
-      per intervention "do(node)": "effectiveness/do(node)/[oracle/]attr_mae|acc",
-      "reversibility/do(node)/l1_k", "gt_error/do(node)/l1|rmse",
-      "gt_error/do(node)/[oracle/]attr_mae|acc[_floor]"; "commutativity/do(a),do(b)/l1".
-      Every value has a "_std" companion (over images) except the floors.
-    """
-    if not isinstance(examples, Mapping) or "image" not in examples:
-        raise ValueError("examples: expected a dict with 'image' and the parents")
-    x0 = _dataset_images(examples["image"], dataset, "examples['image']")
-    num = x0.shape[0]
-    if dataset is not None:
-        names = _dataset_parents(examples, dataset, "examples")
-    else:
-        names = [
-            n
-            for n, v in examples.items()
-            if n not in ("image", "style") and np.ndim(v) == 1 and np.shape(v)[0] == num
-        ]
-    pa = _check_parents({n: examples[n] for n in names}, num, "examples")
-    if isinstance(interventions, str):
-        interventions = (interventions,)
-    for node in interventions:
-        if node not in pa:
-            raise ValueError(f"interventions: unknown node {node!r}; the parents are {names}")
-    if len(set(interventions)) != len(interventions):
-        raise ValueError(f"interventions: expected distinct nodes, got {interventions}")
-    if random_subset and not interventions:
-        raise ValueError("interventions: random_subset needs at least one node")
-    marginals = dict(marginals or {})
-    for node in marginals:
-        if node not in pa:
-            raise ValueError(f"marginals: unknown node {node!r}; the parents are {names}")
-    oracles = _oracles(oracle, dataset)
-    composition_cycles = _check_cycles(composition_cycles)
-    reversibility_cycles = _check_cycles(reversibility_cycles)
-    if parents_fn is None:
-        scm = getattr(dataset, "scm", None)
-        parents_fn = scm_parents_fn(scm) if scm is not None else update_parents
-    if batch_size is not None:
-        cf_fn = batched(cf_fn, batch_size)
-
-    metrics: dict[str, float] = {"num_examples": float(num)}
-    metrics.update(flatten_metrics(composition(cf_fn, x0, pa, composition_cycles), "composition_"))
-
-    # One key per intervention, by position, plus one for the random subset.
-    keys = jax.random.split(key, len(interventions) + 2)
-    cases: dict[str, dict[str, Array]] = {}
-    for node, k in zip(interventions, keys, strict=False):
-        values = sample_interventions(k, pa, node, marginals.get(node), bins=bins)
-        cases[node] = {node: values}
-    if random_subset:
-        k_coins, k_pick = jax.random.split(keys[-2])
-        coins = np.array(jax.random.bernoulli(k_coins, 0.5, (len(interventions),)))
-        if not coins.any():  # an empty subset is a null intervention, already composition
-            coins[int(jax.random.randint(k_pick, (), 0, len(interventions)))] = True
-        chosen = [n for n, c in zip(interventions, coins, strict=True) if c]
-        subkeys = jax.random.split(keys[-1], len(chosen))
-        cases["random"] = {
-            n: sample_interventions(k, pa, n, marginals.get(n), bins=bins)
-            for n, k in zip(chosen, subkeys, strict=True)
-        }
-
-    first: dict[str, Array] = {}
-    for label, do in cases.items():
-        name = f"do({label})"
-        x_cf = _call_cf(cf_fn, x0, pa, do)
-        first[label] = x_cf
-        targets = _call_parents_fn(parents_fn, pa, do)
-        for prefix, orc in oracles.items():
-            predictions = orc(x_cf)
-            scored = _oracle_names(predictions, targets, None)
-            scores, _ = _score_attributes(predictions, targets, scored, num)
-            metrics.update(flatten_metrics(scores, f"effectiveness/{name}/{prefix}"))
-        rev = _reversibility(cf_fn, x0, pa, do, reversibility_cycles, parents_fn, x_cf)
-        metrics.update(flatten_metrics(rev, f"reversibility/{name}/"))
-        if dataset is not None:
-            scores, x_model, x_true, true_parents = _ground_truth(
-                cf_fn, examples, x0, pa, do, dataset, bool(quantize), model_cf=x_cf
-            )
-            metrics.update(flatten_metrics(scores, f"gt_error/{name}/"))
-            for prefix, orc in oracles.items():
-                errors = _oracle_errors(orc, x_model, x_true, true_parents)
-                metrics.update(flatten_metrics(errors, f"gt_error/{name}/{prefix}"))
-
-    for a, b in itertools.combinations(interventions, 2):
-        do_a, do_b = cases[a], cases[b]
-        pa_ab = _call_parents_fn(parents_fn, _call_parents_fn(parents_fn, pa, do_a), do_b)
-        pa_ba = _call_parents_fn(parents_fn, _call_parents_fn(parents_fn, pa, do_b), do_a)
-        if not all(np.allclose(pa_ab[n], pa_ba[n], rtol=1e-5, atol=1e-5) for n in pa):
-            continue  # the true SCM does not commute them (e.g. do(i) then do(t) moves i)
-        result = _commutativity(cf_fn, x0, pa, do_a, do_b, parents_fn, first[a], first[b])
-        metrics.update(flatten_metrics(result, f"commutativity/do({a}),do({b})/"))
-    return metrics

@@ -1,7 +1,7 @@
 """Flax NNX building blocks for causal image models."""
 
 from causalvision.nn.classifiers import AttributePredictor, ConvEncoder
-from causalvision.nn.deep_scm import MORPHO_ATTRIBUTES, Attribute, DeepSCM
+from causalvision.nn.deep_scm import CounterfactualTuner, DeepSCM
 from causalvision.nn.flows import (
     ConditionalAffine,
     ConditionalFlow,
@@ -14,8 +14,10 @@ from causalvision.nn.flows import (
 )
 from causalvision.nn.hvae import HVAE, HVAEConfig, discretized_gaussian_log_likelihood
 from causalvision.nn.image_mechanism import (
-    ImageMechanism,
-    LatentImageModel,
+    IMAGE_MODELS,
+    GaussianDecoderMechanism,
+    GaussianDecoderModel,
+    ImageModel,
     ParentEncoding,
     from_pixels,
     to_pixels,
@@ -24,20 +26,21 @@ from causalvision.nn.vae import VAE, VAEConfig
 
 __all__ = [
     "HVAE",
-    "MORPHO_ATTRIBUTES",
+    "IMAGE_MODELS",
     "VAE",
-    "Attribute",
     "AttributePredictor",
     "ConditionalAffine",
     "ConditionalFlow",
     "ConditionalSpline",
     "ConvEncoder",
+    "CounterfactualTuner",
     "DeepSCM",
     "FlowMechanism",
+    "GaussianDecoderMechanism",
+    "GaussianDecoderModel",
     "HVAEConfig",
-    "ImageMechanism",
+    "ImageModel",
     "Interval",
-    "LatentImageModel",
     "ParentEncoding",
     "Positive",
     "VAEConfig",

@@ -1,20 +1,21 @@
 """A deep SCM as one NNX module: attribute mechanisms plus an image mechanism, trained jointly.
 
 `DeepSCM` holds a learnable mechanism per node — a softmax table for a categorical root, a
-`ConditionalFlow` for a real attribute, a `LatentImageModel` (HVAE, VAE) for the image — and
+`ConditionalFlow` for a real attribute, any `ImageModel` (HVAE, VAE, ...) for the image — and
 `scm()` turns the trained module into an ordinary `SCM`, so sampling, `do`, counterfactuals
-and effects are the engine's, not this module's.
+and effects are the engine's, not this module's. The attributes and their graph come from a
+dataset's specs (`causalvision.data.Dataset.attribute_specs`).
 
 Example (Morpho digits):
-  deep = DeepSCM(MORPHO_ATTRIBUTES, HVAE(HVAEConfig(), rngs=rngs), rngs=rngs)
+  specs = MorphoDigits.attribute_specs
+  config = HVAEConfig(context_dim=DeepSCM.context_dim(specs))
+  deep = DeepSCM(specs, HVAE(config, rngs=rngs), rngs=rngs)
   loss, metrics = deep.loss(batch, key)           # batch: attributes (N,) + "image" (N,32,32,1)
-  scm = deep.scm()
-  cf = scm.counterfactual(batch, do={"thickness": 4.0})["image"]
+  cf = deep.scm().counterfactual(batch, do={"thickness": 4.0})["image"]
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,54 +23,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from causalvision.nn.classifiers import AttributePredictor
 from causalvision.nn.flows import ConditionalFlow, FlowMechanism
-from causalvision.nn.image_mechanism import ImageMechanism, ParentEncoding, from_pixels
-from causalvision.scm import SCM, Categorical
+from causalvision.nn.image_mechanism import ImageModel, ParentEncoding, from_pixels
+from causalvision.scm import SCM, Attribute, Categorical
 
 Array = jax.Array
 
-__all__ = ["MORPHO_ATTRIBUTES", "Attribute", "DeepSCM"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Attribute:
-    """One attribute node of a deep SCM.
-
-    Args:
-      name: node name.
-      kind: "categorical" (a learned table; roots only) or "continuous" (a conditional flow).
-      parents: attribute parents (continuous nodes only).
-      num_classes: for categorical nodes.
-      support: a `ConditionalFlow` support, e.g. ("positive", 0.5) or ("interval", 64, 255).
-      standardise: (offset, scale) used wherever this node is a parent (`ParentEncoding`).
-    """
-
-    name: str
-    kind: str
-    parents: tuple[str, ...] = ()
-    num_classes: int = 0
-    support: tuple | None = None
-    standardise: tuple[float, float] = (0.0, 1.0)
-
-    def encoding_entry(self) -> tuple[str, str, Any]:
-        if self.kind == "categorical":
-            return (self.name, "categorical", self.num_classes)
-        return (self.name, "continuous", self.standardise)
-
-
-# Morpho digits (deepscm's graph): digit and thickness are roots, intensity depends on
-# thickness, the image on all three. Standardisation from the generator's marginals.
-MORPHO_ATTRIBUTES = (
-    Attribute("thickness", "continuous", support=("positive", 0.5), standardise=(2.5, 0.65)),
-    Attribute(
-        "intensity",
-        "continuous",
-        parents=("thickness",),
-        support=("interval", 64.0, 255.0),
-        standardise=(190.0, 45.0),
-    ),
-    Attribute("digit", "categorical", num_classes=10),
-)
+__all__ = ["CounterfactualTuner", "DeepSCM"]
 
 
 def _check_prior_dropout(
@@ -86,9 +47,9 @@ def _check_prior_dropout(
                 f"prior_dropout[{name!r}]: expected a probability in [0, 1), got {rate}"
             )
     rates = {name: float(rate) for name, rate in rates.items() if rate > 0}
-    if rates and not getattr(getattr(image_model, "config", None), "conditional_prior", False):
+    if rates and not image_model.conditional_prior:
         raise ValueError(
-            "prior_dropout: needs an image model with a conditional prior (an HVAE with "
+            "prior_dropout: needs an image model with a conditional prior (e.g. an HVAE with "
             f"conditional_prior=True), got {type(image_model).__name__}"
         )
     return rates
@@ -98,16 +59,16 @@ class DeepSCM(nnx.Module):
     """Learnable mechanisms for attribute nodes and one image node.
 
     Args:
-      attributes: the attribute nodes, parents before children.
-      image_model: an NNX `LatentImageModel` whose `context_dim` equals the width of the
-        encoding of all attributes (the image's parents).
+      attributes: the attribute nodes, parents before children (a dataset's specs).
+      image_model: an `ImageModel` whose `context_dim` is `DeepSCM.context_dim(attributes)`,
+        the width of the encoding of all attributes (the image's parents).
       image: the image node's name.
       flow_layers: bijectors of each attribute flow.
       prior_dropout: `{parent: p}`: in training, each image's conditional prior sees that
         parent's encoding zeroed with probability p (causal-gen's conditioning dropout, 1/3 on
         the digit for Morpho). The latents must then carry less of that parent, so the
         decoder learns to draw it from the parents and interventions on it take effect.
-        Needs an image model whose `loss` takes `prior_context` (a conditional-prior HVAE).
+        Needs an image model with a conditional prior.
       rngs: initialisation.
     """
 
@@ -123,6 +84,11 @@ class DeepSCM(nnx.Module):
     ):
         self.attributes = tuple(attributes)
         self.image = image
+        if not isinstance(image_model, ImageModel):
+            raise ValueError(
+                f"image_model: expected an ImageModel (loss, mechanism, context_dim, ...), got "
+                f"{type(image_model).__name__}"
+            )
         by_name = {a.name: a for a in self.attributes}
         if len(by_name) != len(self.attributes) or image in by_name:
             raise ValueError(f"attributes: node names must be distinct and not {image!r}")
@@ -150,17 +116,26 @@ class DeepSCM(nnx.Module):
         self.flows = nnx.Dict(flows)
         self.logits = nnx.Dict(logits)
         self.image_encoding = self._encoding(tuple(a.name for a in self.attributes))
-        context_dim = getattr(getattr(image_model, "config", None), "context_dim", None)
-        if context_dim is not None and context_dim != self.image_encoding.size:
+        if image_model.context_dim != self.image_encoding.size:
             raise ValueError(
-                f"image_model: context_dim is {context_dim}, but the attributes encode to "
-                f"{self.image_encoding.size} numbers"
+                f"image_model: context_dim is {image_model.context_dim}, but the attributes "
+                f"encode to {self.image_encoding.size} numbers"
             )
         self.image_model = image_model
 
+    @staticmethod
+    def context_dim(attributes: Sequence[Attribute]) -> int:
+        """The width of the image model's context: every attribute encoded, P."""
+        return ParentEncoding.from_attributes(attributes).size
+
     def _encoding(self, names: Sequence[str]) -> ParentEncoding:
         by_name = {a.name: a for a in self.attributes}
-        return ParentEncoding([by_name[n].encoding_entry() for n in names])
+        return ParentEncoding.from_attributes([by_name[n] for n in names])
+
+    def parameter_groups(self) -> dict[str, Any]:
+        """NNX filters of its parameters by part: "attributes" (flows, tables) and "image"."""
+        image = nnx.All(nnx.Param, nnx.PathContains("image_model"))
+        return {"image": image, "attributes": nnx.All(nnx.Param, nnx.Not(image))}
 
     def loss(self, batch: Mapping[str, Array], key: Array) -> tuple[Array, dict[str, Array]]:
         """Image negative ELBO (nats per pixel) plus each attribute's negative log-likelihood.
@@ -207,10 +182,11 @@ class DeepSCM(nnx.Module):
             columns.append(jnp.broadcast_to(keep, (num, width)))
         return jnp.concatenate(columns, axis=1)
 
-    def mechanisms(self, pixel_noise: str = "abduct") -> dict[str, Any]:
+    def mechanisms(self, **image_options: Any) -> dict[str, Any]:
         """The trained mechanisms by node name (what `scm()` assembles).
 
-        `pixel_noise` is the image mechanism's reading of pixel noise (see `ImageMechanism`).
+        `image_options` go to the image model's `mechanism`, e.g. `pixel_noise="mean"` for
+        a Gaussian decoder (see `GaussianDecoderMechanism`).
         """
         out: dict[str, Any] = {}
         for a in self.attributes:
@@ -222,11 +198,32 @@ class DeepSCM(nnx.Module):
             else:
                 encoding = self._encoding(a.parents) if a.parents else None
                 out[a.name] = FlowMechanism(self.flows[a.name], encoding=encoding)
-        out[self.image] = ImageMechanism(
-            self.image_model, self.image_encoding, pixel_noise=pixel_noise
-        )
+        out[self.image] = self.image_model.mechanism(self.image_encoding, **image_options)
         return out
 
-    def scm(self, pixel_noise: str = "abduct") -> SCM:
+    def scm(self, **image_options: Any) -> SCM:
         """The trained model as an ordinary `SCM` (counterfactuals, effects, sampling)."""
-        return SCM(self.mechanisms(pixel_noise))
+        return SCM(self.mechanisms(**image_options))
+
+
+class CounterfactualTuner(nnx.Module):
+    """A trained `DeepSCM` under counterfactual fine-tuning (causal-gen's constrained objective).
+
+    Holds the deep SCM, a frozen attribute predictor that scores counterfactual images, and
+    the raw Lagrange multiplier of the ELBO constraint.
+    """
+
+    def __init__(self, deep_scm: DeepSCM, predictor: AttributePredictor):
+        self.deep = deep_scm
+        self.predictor = predictor
+        self.multiplier_raw = nnx.Param(jnp.zeros((), jnp.float32))
+
+    def parameter_groups(self) -> dict[str, Any]:
+        """ "image" (the deep SCM's image model), "multiplier" and "frozen" (everything else)."""
+        image = self.deep.parameter_groups()["image"]
+        multiplier = nnx.All(nnx.Param, nnx.PathContains("multiplier_raw"))
+        return {
+            "image": image,
+            "multiplier": multiplier,
+            "frozen": nnx.All(nnx.Param, nnx.Not(nnx.Any(image, multiplier))),
+        }

@@ -11,7 +11,7 @@ Two SCM readings (REFERENCE §2.2):
 - `conditional_prior=True` (latent mediator): p(z_l | z_<l, pa), so the latents mediate part
   of a parent's effect and direct, indirect and total effects differ.
 
-For `ImageMechanism`, the exogenous latent noise of layer l is `ε_l = (z_l - μ_p) / σ_p`
+For `GaussianDecoderMechanism`, the exogenous latent noise of layer l is `ε_l = (z_l - μ_p) / σ_p`
 under the prior: `decode(ε, pa*)` rebuilds `z_l = μ_p(z_<l, pa*) + σ_p(z_<l, pa*) ε_l`, the
 abduction–action–prediction reading of the ladder as an SCM. (causal-gen instead standardises
 by the posterior and mixes posterior and prior with a weight α; we keep the plain SCM reading.)
@@ -46,12 +46,16 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from causalvision.nn.image_mechanism import GaussianDecoderMechanism, ParentEncoding, check_context
+from causalvision.scm import Mechanism
+from causalvision.validation import check_int
 
 Array = jax.Array
 
@@ -79,6 +83,18 @@ class HVAEConfig:
     conditional_prior: bool = True
     beta: float = 1.0
     min_log_scale: float = -7.0  # keeps the pixel likelihood finite on constant regions
+
+    @classmethod
+    def tiny(cls, image_shape: tuple[int, int, int], context_dim: int) -> HVAEConfig:
+        """A three-layer ladder that compiles in seconds (tests, smoke runs); side 32."""
+        return cls(
+            image_shape=tuple(image_shape),
+            context_dim=context_dim,
+            widths=(8, 16, 16),
+            encoder="32b1d4,8b1d8,1b1",
+            decoder="1b1,8b1,32b1",
+            z_dim=4,
+        )
 
 
 def _parse(spec: str, argument: str) -> list[tuple[int, int, int]]:
@@ -450,14 +466,19 @@ Layer = Callable[..., tuple[Array, Array, Any]]
 
 
 class HVAE(nnx.Module):
-    """Conditional ladder HVAE over images in [-1, 1]; implements `LatentImageModel`.
+    """Conditional ladder HVAE over images in [-1, 1]: an `ImageModel` with a Gaussian decoder.
 
     Args:
       config: sizes (see `HVAEConfig`).
       rngs: parameter initialisation.
     """
 
+    Config: ClassVar[type] = HVAEConfig
+
     def __init__(self, config: HVAEConfig = HVAEConfig(), *, rngs: nnx.Rngs):
+        check_int(config.context_dim, "config.context_dim", 0)
+        check_int(config.z_dim, "config.z_dim", 1)
+        check_int(config.bottleneck, "config.bottleneck", 1)
         self.config = config
         self.image_shape = tuple(config.image_shape)
         height, width_px, channels = self.image_shape
@@ -526,6 +547,24 @@ class HVAE(nnx.Module):
         self.out_loc = _conv(layers[-1][1], channels, 1, rngs)
         self.out_log_scale = _conv(layers[-1][1], channels, 1, rngs)
 
+    @property
+    def context_dim(self) -> int:
+        return self.config.context_dim
+
+    @property
+    def conditional_prior(self) -> bool:
+        return self.config.conditional_prior
+
+    def mechanism(self, encoding: ParentEncoding, pixel_noise: str = "abduct") -> Mechanism:
+        """The image node's mechanism (see `GaussianDecoderMechanism` for `pixel_noise`)."""
+        return GaussianDecoderMechanism(self, encoding, pixel_noise=pixel_noise)
+
+    def _check(self, x: Array | None, context: Array) -> None:
+        if x is not None and (x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape):
+            shape = ", ".join(map(str, self.image_shape))
+            raise ValueError(f"x: expected images (N, {shape}), got shape {x.shape}")
+        check_context(context, self.context_dim, None if x is None else x.shape[0])
+
     # -- shared pieces ----------------------------------------------------------------------
 
     def _encode(self, x: Array) -> dict[int, Array]:
@@ -591,6 +630,7 @@ class HVAE(nnx.Module):
             (conditioning dropout: some parents zeroed); the posterior and the decoder's
             projections still read `context`.
         """
+        self._check(x, context)
         if prior_context is not None:
             if not self.config.conditional_prior:
                 raise ValueError("prior_context: this HVAE's prior does not read the parents")
@@ -617,7 +657,7 @@ class HVAE(nnx.Module):
         loss = jnp.mean(nll + jnp.float32(self.config.beta) * kl)
         return loss, {"nll": jnp.mean(nll), "kl": jnp.mean(kl), "elbo": -jnp.mean(nll + kl)}
 
-    # -- the LatentImageModel protocol ------------------------------------------------------
+    # -- the GaussianDecoderModel protocol ---------------------------------------------------
 
     def latent_shapes(self, num: int) -> list[tuple[int, ...]]:
         return [(num, r, r, self.config.z_dim) for r in self.resolutions]
@@ -635,12 +675,14 @@ class HVAE(nnx.Module):
             z = mu_q if noise is None else mu_q + jnp.exp(logs_q) * noise
             return z, features, (z - mu_p) * jnp.exp(-logs_p)
 
+        self._check(x, context)
         shapes = self.latent_shapes(x.shape[0])
         inputs = [None] * len(shapes) if key is None else _normals(key, tuple(shapes))
         return self._run(x, context, layer, inputs)[2]
 
     def decode(self, noise: Sequence[Array], context: Array) -> tuple[Array, Array]:
         """`(loc, log_scale)` `(N, H, W, C)` of the pixels for latent noise and parents."""
+        check_context(context, self.context_dim, noise[0].shape[0])
 
         def layer(block, h, chain, activation, gelu_context, context, eps):
             mu_p, logs_p, features = block.prior_params(chain, gelu_context)

@@ -1,16 +1,19 @@
-"""Deep image mechanisms: any latent-variable image model as an SCM `Mechanism`.
+"""Image models as SCM mechanisms: the protocol a deep SCM's image node is driven through.
 
-A deep image model (conditional VAE, ladder HVAE, ...) implements `LatentImageModel`:
+An image model is an NNX module implementing `ImageModel`: it trains on images given the
+context vector of its parents (`loss`) and hands the SCM engine its structural equation as a
+`Mechanism` (`mechanism(encoding)`: abduct, predict, sample). The engine never knows which
+kind of model it drives, so a diffusion model or an object-centric model is a peer of the
+HVAE. Built-in image models are found by name in `IMAGE_MODELS` (the lookup rule of
+`causalvision.lookup`); ``"package.module:Class"`` names any other.
 
-- `sample_latent_noise(key, n)`: standard-normal exogenous latent noise ε (a pytree);
-- `abduct_latent_noise(x, context, key)`: ε for observed images, under the model's
-  posterior (the posterior mean when `key` is None);
-- `decode(ε, context) -> (loc, log_scale)`: the pixel distribution given latents and parents;
-- `loss(x, context, key) -> (scalar, metrics)`: the training objective (negative ELBO).
+Images are in [-1, 1] inside a model (`from_pixels`) and in [0, 255] as the node's values
+(`to_pixels`). The parents reach a model as one context vector, `ParentEncoding`.
 
-Images are in [-1, 1] inside the model. `ImageMechanism` wraps such a model as the structural
-equation `x = clip(loc(ε, pa) + exp(log_scale(ε, pa)) · u, 0, 255)` with exogenous noise
-`(ε, u)`, u standard normal per pixel, as deepscm and causal-gen read a VAE as an SCM.
+One family is built in: latent-variable models with a Gaussian pixel decoder (`VAE`,
+`HVAE`), which implement `GaussianDecoderModel` and share `GaussianDecoderMechanism`, the
+structural equation `x = clip(loc(ε, pa) + exp(log_scale(ε, pa)) · u, 0, 255)` with exogenous
+noise `(ε, u)`, u standard normal per pixel, as deepscm and causal-gen read a VAE as an SCM.
 Abduction gives ε from the encoder and `u = (x - loc) / scale` exactly, so intervening on
 nothing reproduces the image; a counterfactual re-decodes with the new parents and carries
 the pixel residual over.
@@ -19,18 +22,34 @@ the pixel residual over.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from causalvision.scm import Attribute
 from causalvision.scm.mechanisms import Mechanism, mechanism_dataclass
 
 Array = jax.Array
 Noise = Any
 
-__all__ = ["ImageMechanism", "LatentImageModel", "ParentEncoding", "from_pixels", "to_pixels"]
+__all__ = [
+    "IMAGE_MODELS",
+    "GaussianDecoderMechanism",
+    "GaussianDecoderModel",
+    "ImageModel",
+    "ParentEncoding",
+    "check_context",
+    "from_pixels",
+    "to_pixels",
+]
+
+#: Built-in image models by name (module paths, imported when first looked up).
+IMAGE_MODELS: dict[str, str] = {
+    "hvae": "causalvision.nn.hvae:HVAE",
+    "vae": "causalvision.nn.vae:VAE",
+}
 
 
 def to_pixels(x: Array) -> Array:
@@ -43,8 +62,51 @@ def from_pixels(images: Array) -> Array:
     return images.astype(jnp.float32) / 127.5 - 1.0
 
 
-class LatentImageModel(Protocol):
-    """What `ImageMechanism` needs of an NNX image model (see the module docstring)."""
+@runtime_checkable
+class ImageModel(Protocol):
+    """What a deep SCM needs of an NNX image model.
+
+    Attributes:
+      Config: the model's typed settings, a dataclass with (at least) the fields
+        `image_shape` and `context_dim`, which a deep SCM fills from its dataset and parents;
+        the model is built as `Model(config, rngs=rngs)`. `Config.tiny(image_shape,
+        context_dim)` gives settings that compile in seconds, which the conformance tests
+        (tests/test_image_models.py) run every registered model with.
+      image_shape: `(H, W, C)` of its images.
+      context_dim: P, the width of the parents' context vector it reads.
+      conditional_prior: whether its prior reads the parents, so that conditioning dropout
+        (`loss(prior_context=...)`) applies.
+
+    Methods:
+      loss(x, context, key, *, prior_context=None) -> (scalar, {name: scalar}): the training
+        objective for images `x (N, H, W, C)` in [-1, 1] and context `(N, P)`;
+        `prior_context` `(N, P)` replaces the context in the prior only (models without a
+        conditional prior refuse it).
+      mechanism(encoding, **options) -> Mechanism: the image node's structural equation for
+        parents encoded by `encoding` (a `ParentEncoding` of width `context_dim`).
+    """
+
+    Config: ClassVar[type]
+    image_shape: tuple[int, int, int]
+    context_dim: int
+    conditional_prior: bool
+
+    def loss(
+        self, x: Array, context: Array, key: Array, *, prior_context: Array | None = None
+    ) -> tuple[Array, dict[str, Array]]: ...
+
+    def mechanism(self, encoding: ParentEncoding, **options: Any) -> Mechanism: ...
+
+
+class GaussianDecoderModel(Protocol):
+    """A latent-variable image model with a Gaussian pixel decoder (VAE, HVAE).
+
+    - `sample_latent_noise(key, n)`: standard-normal exogenous latent noise ε (a pytree);
+    - `abduct_latent_noise(x, context, key)`: ε for observed images, under the model's
+      posterior (the posterior mean when `key` is None);
+    - `decode(ε, context) -> (loc, log_scale)`: the pixel distribution given latents and
+      parents, each `(N, H, W, C)` in [-1, 1] units.
+    """
 
     image_shape: tuple[int, int, int]
 
@@ -54,7 +116,19 @@ class LatentImageModel(Protocol):
 
     def decode(self, noise: Noise, context: Array) -> tuple[Array, Array]: ...
 
-    def loss(self, x: Array, context: Array, key: Array) -> tuple[Array, dict[str, Array]]: ...
+
+def check_context(context: Array, width: int, num: int | None, argument: str = "context") -> None:
+    """Raise `ValueError` unless `context` is `(num, width)` (any N if `num` is None).
+
+    Shapes are static, so the check is free under `jit`; a context of the wrong width would
+    otherwise broadcast silently or fail deep inside a matrix product.
+    """
+    shape = tuple(context.shape)
+    if len(shape) != 2 or shape[1] != width or (num is not None and shape[0] != num):
+        expected = f"({'N' if num is None else num}, {width})"
+        raise ValueError(
+            f"{argument}: expected the parents' context vector of shape {expected}, got {shape}"
+        )
 
 
 class ParentEncoding:
@@ -66,6 +140,11 @@ class ParentEncoding:
 
     Hashable, so it can be static configuration of a jitted mechanism.
     """
+
+    @classmethod
+    def from_attributes(cls, attributes: Sequence[Attribute]) -> ParentEncoding:
+        """The encoding of these attributes: one-hot classes, standardised values."""
+        return cls([attribute.encoding_entry() for attribute in attributes])
 
     def __init__(self, spec: Sequence[tuple[str, str, Any]]):
         entries = []
@@ -125,11 +204,11 @@ class ParentEncoding:
 
 
 @mechanism_dataclass
-class ImageMechanism(Mechanism):
-    """An image node `(N, H, W, C)` in [0, 255] driven by a deep latent-variable model.
+class GaussianDecoderMechanism(Mechanism):
+    """An image node `(N, H, W, C)` in [0, 255] driven by a Gaussian-decoder latent model.
 
     Args:
-      model: an NNX module implementing `LatentImageModel`.
+      model: an NNX module implementing `GaussianDecoderModel`.
       encoding: `ParentEncoding` of the node's parents (its names are the parents).
       parents: filled from `encoding`.
 
@@ -155,6 +234,12 @@ class ImageMechanism(Mechanism):
         object.__setattr__(self, "parents", self.encoding.names)
         if self.pixel_noise not in ("abduct", "mean"):
             raise ValueError(f"pixel_noise: expected 'abduct' or 'mean', got {self.pixel_noise!r}")
+        width = getattr(self.model, "context_dim", self.encoding.size)
+        if width != self.encoding.size:
+            raise ValueError(
+                f"encoding: the parents encode to {self.encoding.size} numbers, but the image "
+                f"model reads a context of {width}"
+            )
 
     def sample_noise(self, key: Array, num_units: int) -> Noise:
         key_latent, key_pixel = jax.random.split(key)

@@ -11,7 +11,7 @@ to per-pixel `loc` and `log_scale`. The pixel likelihood is the discretised Gaus
 For 32x32 Morpho images the defaults are deepscm's MNIST sizes: conv 64 -> conv 128 -> FC 100
 (z in R^16); FC 1024 -> 8x8x128 -> ConvT 64 -> ConvT 2C. deepscm uses a fixed-variance
 Gaussian and batch normalisation; here the decoder predicts a per-pixel scale and there is
-no normalisation (no batch state, so `ImageMechanism` abduction is a pure function).
+no normalisation (no batch state, so abduction is a pure function).
 
 As an SCM, the prior p(z) = N(0, I) ignores the parents, so the exogenous latent noise is z
 itself: `abduct_latent_noise` is the posterior mean (or a draw) and `decode(z, pa*)` is the
@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from causalvision.nn.hvae import discretized_gaussian_log_likelihood
+from causalvision.nn.image_mechanism import GaussianDecoderMechanism, ParentEncoding, check_context
+from causalvision.scm import Mechanism
+from causalvision.validation import check_int, check_real
 
 Array = jax.Array
 
@@ -50,6 +54,18 @@ class VAEConfig:
     decoder_hidden: int = 1024
     beta: float = 1.0
     min_log_scale: float = -7.0  # keeps the pixel likelihood finite on constant regions
+
+    @classmethod
+    def tiny(cls, image_shape: tuple[int, int, int], context_dim: int) -> VAEConfig:
+        """A few thousand parameters, compiled in seconds (tests, smoke runs)."""
+        return cls(
+            image_shape=tuple(image_shape),
+            context_dim=context_dim,
+            latent_dim=4,
+            encoder_widths=(8, 16),
+            encoder_hidden=16,
+            decoder_hidden=32,
+        )
 
 
 def _is_count(value, minimum: int = 1) -> bool:
@@ -75,18 +91,11 @@ def _validate(config: VAEConfig) -> None:
             f"config.encoder_widths: {len(widths)} stride-2 stages need an image size divisible "
             f"by {factor}, got {shape[0]}"
         )
-    if not _is_count(config.context_dim, 0):
-        raise ValueError(f"config.context_dim: expected an int >= 0, got {config.context_dim!r}")
+    check_int(config.context_dim, "config.context_dim", 0)
     for name in ("latent_dim", "encoder_hidden", "decoder_hidden"):
-        value = getattr(config, name)
-        if not _is_count(value):
-            raise ValueError(f"config.{name}: expected a positive int, got {value!r}")
-    if not (isinstance(config.beta, int | float) and math.isfinite(config.beta)) or config.beta < 0:
-        raise ValueError(f"config.beta: expected a finite float >= 0, got {config.beta!r}")
-    if not (isinstance(config.min_log_scale, int | float) and math.isfinite(config.min_log_scale)):
-        raise ValueError(
-            f"config.min_log_scale: expected a finite float, got {config.min_log_scale!r}"
-        )
+        check_int(getattr(config, name), f"config.{name}", 1)
+    check_real(config.beta, "config.beta", 0.0)
+    check_real(config.min_log_scale, "config.min_log_scale")
 
 
 def _gaussian_kl_standard(mu: Array, log_std: Array) -> Array:
@@ -95,7 +104,8 @@ def _gaussian_kl_standard(mu: Array, log_std: Array) -> Array:
 
 
 class VAE(nnx.Module):
-    """Conditional convolutional VAE over images in [-1, 1]; implements `LatentImageModel`.
+    """Conditional convolutional VAE over images in [-1, 1]: an `ImageModel` with a Gaussian
+    decoder and an exogenous prior N(0, I).
 
     Args:
       config: sizes (see `VAEConfig`).
@@ -103,8 +113,11 @@ class VAE(nnx.Module):
 
     Example:
       vae = VAE(VAEConfig(context_dim=12), rngs=nnx.Rngs(0))
-      mechanism = ImageMechanism(vae, ParentEncoding([...]))
+      mechanism = vae.mechanism(ParentEncoding([...]))
     """
+
+    Config: ClassVar[type] = VAEConfig
+    conditional_prior = False  # p(z) = N(0, I) ignores the parents
 
     def __init__(self, config: VAEConfig = VAEConfig(), *, rngs: nnx.Rngs):
         _validate(config)
@@ -140,6 +153,14 @@ class VAE(nnx.Module):
             cin = w
         self.dec_convs = nnx.List(deconvs)
 
+    @property
+    def context_dim(self) -> int:
+        return self.config.context_dim
+
+    def mechanism(self, encoding: ParentEncoding, pixel_noise: str = "abduct") -> Mechanism:
+        """The image node's mechanism (see `GaussianDecoderMechanism` for `pixel_noise`)."""
+        return GaussianDecoderMechanism(self, encoding, pixel_noise=pixel_noise)
+
     # -- boundary checks (static shapes, so free under jit) -----------------------------------
 
     def _check(self, x: Array | None, context: Array, latent: Array | None = None) -> None:
@@ -158,9 +179,7 @@ class VAE(nnx.Module):
                     f"{latent.shape}"
                 )
             n = latent.shape[0]
-        p = self.config.context_dim
-        if context.ndim != 2 or context.shape[1] != p or context.shape[0] != n:
-            raise ValueError(f"context: expected shape ({n}, {p}), got {context.shape}")
+        check_context(context, self.config.context_dim, n)
 
     # -- networks -------------------------------------------------------------------------------
 
@@ -189,18 +208,23 @@ class VAE(nnx.Module):
 
     # -- training ---------------------------------------------------------------------------
 
-    def loss(self, x: Array, context: Array, key: Array) -> tuple[Array, dict[str, Array]]:
+    def loss(
+        self, x: Array, context: Array, key: Array, *, prior_context: Array | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         """Negative ELBO in nats per pixel dimension, with its reconstruction and KL parts.
 
         Args:
           x: images `(N, H, W, C)` in [-1, 1] on the 256-level grid.
           context: parents `(N, P)`.
           key: for the posterior sample (one per image).
+          prior_context: refused: the prior N(0, I) reads no parents.
 
         Returns:
           `(loss, {"nll", "kl", "elbo"})`: loss is `mean(nll + beta * kl)`; `elbo` is
           `-mean(nll + kl)` whatever beta.
         """
+        if prior_context is not None:
+            raise ValueError("prior_context: this VAE's prior N(0, I) does not read the parents")
         self._check(x, context)
         mu, log_std = self._posterior(x, context)
         z = mu + jnp.exp(log_std) * jax.random.normal(key, mu.shape, mu.dtype)
@@ -212,7 +236,7 @@ class VAE(nnx.Module):
         loss = jnp.mean(nll + jnp.float32(self.config.beta) * kl)
         return loss, {"nll": jnp.mean(nll), "kl": jnp.mean(kl), "elbo": -jnp.mean(nll + kl)}
 
-    # -- the LatentImageModel protocol ------------------------------------------------------
+    # -- the GaussianDecoderModel protocol ---------------------------------------------------
 
     def sample_latent_noise(self, key: Array, num: int) -> Array:
         """Prior draws z ~ N(0, I), `(num, latent_dim)`."""

@@ -24,8 +24,16 @@ class TrainerConfig:
     """How to optimise: steps, batch, optimiser, schedule, checkpoints and logging.
 
     `batch_size` is the global batch over all devices and processes; it must be divisible by
-    the number of devices. The learning rate follows `schedule` ("constant", "cosine" or
-    "warmup_cosine", with `warmup_steps`), after clipping gradients to `grad_clip_norm`.
+    the number of devices. Gradients are clipped to `grad_clip_norm` (their global norm over
+    every trained parameter), then `optimizer` ("adam", "adamw", "sgd" or a module path, see
+    `causalvision.train.optim.OPTIMIZERS`) updates them at the rate of `schedule`
+    ("constant", "cosine", "warmup_cosine", with `warmup_steps`, or a module path).
+
+    `param_groups` gives groups of parameters their own settings, e.g.
+    `{"attributes": {"learning_rate": 5e-3}}`: the model names its groups
+    (`model.parameter_groups()`), and any of `optimizer`, `learning_rate`, `schedule`,
+    `warmup_steps` and `weight_decay` may differ per group (`optax.multi_transform`).
+
     `ema_decay` keeps an exponential moving average of the parameters, used for evaluation;
     the decay of step k is `min(ema_decay, (1 + k) / (10 + k))`, so early steps forget the
     initialisation quickly.
@@ -39,6 +47,7 @@ class TrainerConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    param_groups: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     grad_clip_norm: float | None = 1.0
     ema_decay: float | None = None
     log_every: int = 50
@@ -54,8 +63,11 @@ class TrainerConfig:
 class DataConfig:
     """Which dataset feeds training, and how it is read.
 
-    `source` is "generated" (render examples on the fly from the dataset's SCM, deterministic
-    in `seed`) or "tfds" (read a dataset built by `causalvision data build` from `data_dir`).
+    `name` is a dataset's lookup name (`causalvision.data.DATASETS`, e.g. "morpho_digits") or
+    a module path "package.module:Class"; `options` are its constructor's keywords (e.g.
+    `{"image_size": 32}` for the pendulum). `source` is "generated" (render examples from the
+    dataset's SCM, deterministic in `seed`) or "tfds" (read a dataset built by
+    `causalvision data build` from `data_dir`).
     """
 
     name: str = "morpho_digits"
@@ -64,29 +76,110 @@ class DataConfig:
     eval_size: int = 1_000
     seed: int = 0
     data_dir: str | None = None
-    image_size: int = 64
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
     shuffle: bool = True
 
 
 @dataclasses.dataclass
 class Config:
-    """A whole experiment: the task (model + loss) by name, its settings, data and trainer."""
+    """A whole experiment: the task by name, its model settings, data, trainer and evaluators.
+
+    `model` holds the task's typed settings (a dict in experiment files, turned into the
+    task's settings dataclass by `load_config`). `evals` names the evaluators that
+    `causalvision evaluate` runs, `{name: {"type": evaluator, **settings}}`; empty means the
+    task's defaults.
+    """
 
     task: str
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
-    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: Any = dataclasses.field(default_factory=dict)
+    evals: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+#: The layout of a run's config.json; older layouts are upgraded on load (`upgrade_config`).
+CONFIG_VERSION = 2
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """`config` as plain JSON-ready values, with the layout version (what config.json holds)."""
+    return {"version": CONFIG_VERSION, **dataclasses.asdict(config)}
 
 
 def config_from_dict(values: Mapping[str, Any]) -> Config:
-    """The `Config` that `dataclasses.asdict` (e.g. a run's config.json) describes."""
-    model = {k: tuple(v) if isinstance(v, list) else v for k, v in values.get("model", {}).items()}
-    return Config(
+    """The `Config` that `config_to_dict` (e.g. a run's config.json) describes.
+
+    Layouts older than `CONFIG_VERSION` are upgraded first (`upgrade_config`), and the model
+    settings are typed by the task (`complete_config`).
+    """
+    values = upgrade_config(values)
+    config = Config(
         task=values["task"],
-        data=DataConfig(**values.get("data", {})),
-        trainer=TrainerConfig(**values.get("trainer", {})),
-        model=model,
+        data=structure(DataConfig, values.get("data", {}), "data"),
+        trainer=structure(TrainerConfig, values.get("trainer", {}), "trainer"),
+        model=values.get("model", {}),
+        evals=dict(values.get("evals", {})),
     )
+    return complete_config(config)
+
+
+def upgrade_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A config.json of an older layout in today's layout (a copy; today's is returned as is).
+
+    Version 1 (no "version" key, causalvision 0.1): the pendulum's image size was
+    `data.image_size`; a deep SCM's image-model settings sat beside its own in `model`; the
+    attribute standardisation was fixed in code (deep SCMs: thickness (2.5, 0.65), intensity
+    (190, 45)) or estimated from the data (attribute predictors). Upgraded runs keep it.
+    """
+    values = json.loads(json.dumps(values))  # a deep copy of plain JSON values
+    version = values.pop("version", 1)
+    if version == CONFIG_VERSION:
+        return values
+    if version != 1:
+        raise ValueError(f"config: layout version {version!r} is newer than this causalvision")
+    data = values.setdefault("data", {})
+    image_size = data.pop("image_size", None)
+    if data.get("name") == "pendulum" and image_size is not None:
+        data.setdefault("options", {})["image_size"] = image_size
+    model = values.get("model", {})
+    task = values.get("task")
+    if task == "deep_scm":
+        own = {"image_model", "prior_dropout"}
+        image = {k: v for k, v in model.items() if k not in own}
+        values["model"] = {k: v for k, v in model.items() if k in own}
+        values["model"]["image"] = image
+        values["model"]["standardise"] = {"thickness": [2.5, 0.65], "intensity": [190.0, 45.0]}
+    elif task == "attribute_predictor":
+        values["model"] = {**model, "standardise": "data"}
+    return values
+
+
+def complete_config(config: Config) -> Config:
+    """`config` with its model settings typed and completed by its task (see `TaskSpec`)."""
+    from causalvision.train.tasks import get_task
+
+    return get_task(config.task).complete_config(config)
+
+
+def structure(cls: type, values: Any, argument: str) -> Any:
+    """An instance of the dataclass `cls` from a dict of its fields (nested ones too).
+
+    Each value is converted to its field's annotation where that is lossless (lists to tuples,
+    ints to floats, dicts to nested dataclasses); an unknown field or a value of the wrong
+    type is a `ValueError` naming `argument.field`. An instance of `cls` is returned as is.
+    """
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{argument}: expected a dict of {cls.__name__} fields, got {values!r}")
+    types = _field_types(cls)
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ValueError(f"{argument}: unknown field(s) {unknown}; fields are {', '.join(types)}")
+    kwargs = {
+        name: _coerce(value, types[name], f"{argument}.{name}") for name, value in values.items()
+    }
+    return cls(**kwargs)
 
 
 def load_config(spec: str | pathlib.Path, overrides: Sequence[str] = ()) -> Config:
@@ -108,7 +201,7 @@ def load_config(spec: str | pathlib.Path, overrides: Sequence[str] = ()) -> Conf
             raise ValueError(f"config: a JSON config has no presets, got {str(spec)!r}")
         try:
             config = config_from_dict(json.loads(file.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
             message = f"config: {str(file)!r} is not a run's config.json ({error})"
             raise ValueError(message) from error
         return apply_overrides(config, overrides)
@@ -125,43 +218,63 @@ def load_config(spec: str | pathlib.Path, overrides: Sequence[str] = ()) -> Conf
     config = get_config(preset or "default")
     if not isinstance(config, Config):
         raise ValueError(f"config: get_config returned {type(config).__name__}, not a Config")
-    return apply_overrides(config, overrides)
+    return apply_overrides(complete_config(config), overrides)
 
 
 def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
-    """A copy of `config` with each "dotted.key=value" applied (values are Python literals)."""
-    config = _deep_copy(config)
+    """A copy of `config` with each "dotted.key=value" applied (values are Python literals).
+
+    Each value is checked against the type of the field it replaces; `config` itself is
+    never changed. The model settings are typed again by the task afterwards.
+    """
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set: expected key=value, got {item!r}")
-        *parents, leaf = key.strip().split(".")
-        target = config
-        for name in parents:
-            target = _child(target, name, key)
-        _set(target, leaf, text.strip(), key)
-    return config
+        config = _updated(config, key.strip().split("."), text.strip(), key.strip())
+    return complete_config(config) if overrides else _deep_copy(config)
 
 
 def _deep_copy(config: Config) -> Config:
     return dataclasses.replace(
         config,
-        data=dataclasses.replace(config.data),
-        trainer=dataclasses.replace(config.trainer),
-        model=dict(config.model),
+        data=dataclasses.replace(config.data, options=dict(config.data.options)),
+        trainer=dataclasses.replace(config.trainer, param_groups=dict(config.trainer.param_groups)),
+        model=dict(config.model) if isinstance(config.model, dict) else config.model,
+        evals=dict(config.evals),
     )
 
 
-def _child(target: Any, name: str, key: str) -> Any:
-    if dataclasses.is_dataclass(target) and name in _field_types(target):
-        return getattr(target, name)
-    if isinstance(target, dict) and name in target:
-        return target[name]
+def _updated(target: Any, keys: Sequence[str], text: str, key: str) -> Any:
+    """`target` with the field at `keys` set to the literal `text` (a new object, or dict)."""
+    name, rest = keys[0], keys[1:]
+    if dataclasses.is_dataclass(target):
+        types = _field_types(target)
+        if name not in types:
+            raise ValueError(f"--set {key}: unknown field {name!r}; fields are {', '.join(types)}")
+        if rest:
+            value = _updated(getattr(target, name), rest, text, key)
+        else:
+            annotation = types[name]
+            if annotation is Any and not isinstance(getattr(target, name), dict):
+                annotation = type(getattr(target, name))  # e.g. a typed model's settings
+            value = _coerce(_parse(text), annotation, f"--set {key}")
+        return dataclasses.replace(target, **{name: value})
+    if isinstance(target, dict):
+        if rest:
+            if name not in target:
+                raise ValueError(f"--set {key}: unknown field {name!r}")
+            return {**target, name: _updated(target[name], rest, text, key)}
+        value = _parse(text)
+        if target.get(name) is not None and value is not None:
+            value = _coerce(value, type(target[name]), f"--set {key}")
+        return {**target, name: value}
     raise ValueError(f"--set {key}: unknown field {name!r}")
 
 
 def _field_types(obj: Any) -> dict[str, Any]:
-    return typing.get_type_hints(type(obj))
+    cls = obj if isinstance(obj, type) else type(obj)
+    return typing.get_type_hints(cls)
 
 
 def _parse(text: str) -> Any:
@@ -171,42 +284,43 @@ def _parse(text: str) -> Any:
         return text  # a bare word is a string: --set data.name=pendulum
 
 
-def _set(target: Any, leaf: str, text: str, key: str) -> None:
-    value = _parse(text)
-    if isinstance(target, dict):
-        if leaf in target and target[leaf] is not None and value is not None:
-            value = _coerce(value, type(target[leaf]), key)
-        target[leaf] = value
-        return
-    types_ = _field_types(target)
-    if leaf not in types_:
-        known = ", ".join(types_)
-        raise ValueError(f"--set {key}: unknown field {leaf!r}; fields are {known}")
-    setattr(target, leaf, _coerce(value, types_[leaf], key))
-
-
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """`value` converted to `annotation` where that is lossless, else a ValueError."""
     options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
     if value is None:
-        if type(None) in options:
+        if type(None) in options or annotation is Any:
             return None
-        raise ValueError(f"--set {key}: None is not allowed here")
+        raise ValueError(f"{key}: None is not allowed here")
     for option in options:
-        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option in (str, bool) and type(value) is option:
-            return value
-        if option is tuple and isinstance(value, list | tuple):
-            return tuple(value)
-        if option is list and isinstance(value, list | tuple):
-            return list(value)
         if option is Any:
             return value
+        base = typing.get_origin(option) or option
+        args = typing.get_args(option)
+        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base in (str, bool) and type(value) is base:
+            return value
+        if base in (tuple, list) and isinstance(value, list | tuple):
+            if base is tuple and args and args[-1] is not Ellipsis:
+                if len(args) != len(value):
+                    raise ValueError(f"{key}: expected {len(args)} values, got {value!r}")
+                items = [_coerce(v, a, key) for v, a in zip(value, args, strict=True)]
+            else:
+                items = [_coerce(v, args[0], key) if args else v for v in value]
+            return base(items)
+        if base is dict and isinstance(value, Mapping):
+            if not args:
+                return dict(value)
+            return {_coerce(k, args[0], key): _coerce(v, args[1], key) for k, v in value.items()}
+        if dataclasses.is_dataclass(base) and isinstance(base, type):
+            if isinstance(value, base):
+                return value
+            if isinstance(value, Mapping):
+                return structure(base, value, key)
     names = " | ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise ValueError(f"--set {key}: expected {names}, got {value!r}")
+    raise ValueError(f"{key}: expected {names}, got {value!r}")
 
 
 def _is_union(annotation: Any) -> bool:

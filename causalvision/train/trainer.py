@@ -5,8 +5,9 @@ state buffers donated: the NNX model and optimiser are split once into a static 
 state pytree (the fast path of REFERENCE §9.1), merged inside the step, and split again on
 the way out. The batch is sharded over a 1-D "data" mesh and the state replicated, so the
 same code runs on one CPU, 8 fake CPU devices or a multi-host pod; XLA inserts the gradient
-all-reduce. The PRNG key of step k is `fold_in(seed key, k)`, and the data iterator's
-position is checkpointed with the state, so a resumed run replays exactly.
+all-reduce. The seed gives three independent PRNG streams (`prng_streams`): parameter
+initialisation, training steps (step k uses `fold_in(train key, k)`) and evaluation; the data
+iterator's position is checkpointed with the state, so a resumed run replays exactly.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from causalvision.data import make_pipeline
 from causalvision.scm import lenient_promotion
 from causalvision.train import distributed
 from causalvision.train.checkpoint import Checkpointer, abstract_like
-from causalvision.train.config import Config, TrainerConfig
+from causalvision.train.config import Config, TrainerConfig, config_from_dict, config_to_dict
 from causalvision.train.metrics_io import MetricWriter, plot_curves
 from causalvision.train.optim import global_norm, learning_rate_schedule, make_optimizer
+from causalvision.validation import check_int
 
 Batch = Mapping[str, Any]
 LossFn = Callable[[nnx.Module, Batch, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
-EvalFn = Callable[[nnx.Module, Batch], Mapping[str, jax.Array]]
+EvalFn = Callable[[nnx.Module, Batch, jax.Array], Mapping[str, jax.Array]]
 Hook = Callable[[int, nnx.Module], Mapping[str, float] | None]
 
 
@@ -54,12 +56,15 @@ class Task:
         batch holds arrays with a leading global-batch axis.
       train_source: random-access source of per-example dicts (`len`, `[i]`).
       eval_source: optional source for periodic evaluation.
-      eval_metrics: `(model, batch) -> {name: scalar}` averaged over evaluation batches.
+      eval_metrics: `(model, batch, key) -> {name: scalar}` averaged over evaluation batches;
+        the key of evaluation batch b is `fold_in(eval key, b)`, the same at every evaluation.
       prepare: runs inside `jit` on each batch first (e.g. uint8 images -> float), so the
         host ships compact arrays.
       transforms: per-example host-side maps applied by the data pipeline.
       trainable: NNX filter of the variables the optimiser updates (default every
         `nnx.Param`); anything else in the model stays frozen, e.g. a pretrained predictor.
+      trainable_groups: instead of `trainable`, the names of the model's parameter groups
+        (`model.parameter_groups()`) the optimiser updates.
     """
 
     init_model: Callable[[nnx.Rngs], nnx.Module]
@@ -70,6 +75,14 @@ class Task:
     prepare: Callable[[Batch], Batch] | None = None
     transforms: Sequence[Callable[[dict], dict]] = ()
     trainable: Any = nnx.Param
+    trainable_groups: tuple[str, ...] | None = None
+
+
+def prng_streams(seed: int) -> dict[str, jax.Array]:
+    """Independent keys for "init" (parameters), "train" (step k: `fold_in(key, k)`) and
+    "eval" from one seed, so no initialisation draw ever equals a training draw."""
+    root = jax.random.key(seed)
+    return {name: jax.random.fold_in(root, k) for k, name in enumerate(("init", "train", "eval"))}
 
 
 @dataclasses.dataclass
@@ -87,14 +100,17 @@ def train_and_evaluate(
 ) -> TrainResult:
     """Builds the task named by `config.task` and trains it in `workdir` (resuming if possible).
 
-    `hooks` are evaluation hooks as for `train`.
+    `hooks` are evaluation hooks as for `train`. The completed config (typed model settings,
+    with what they derive from the data) is written to `workdir/config.json`.
     """
+    from causalvision.train.config import complete_config
     from causalvision.train.tasks import build_task
 
     workdir = pathlib.Path(workdir)
+    config = complete_config(config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
     task = build_task(config)
     return train(task, config.trainer, workdir, hooks=hooks, shuffle=config.data.shuffle)
 
@@ -211,18 +227,26 @@ def train(
 def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Config, TrainResult]:
     """The config and trained model of a `train_and_evaluate` run in `workdir`.
 
-    Reads `config.json`, rebuilds the model (without its data where the task allows) and
-    restores the newest readable checkpoint, or `step`.
+    Reads `config.json` (upgrading an older layout, see `upgrade_config`), rebuilds the model
+    without its data and restores the newest readable checkpoint, or `step`.
     """
-    from causalvision.train.config import config_from_dict
-    from causalvision.train.tasks import build_model_task
+    from causalvision.train.tasks import build_model
 
     workdir = pathlib.Path(workdir)
     path = workdir / "config.json"
     if not path.is_file():
         raise ValueError(f"workdir: {str(workdir)!r} has no config.json; is it a training run?")
-    config = config_from_dict(json.loads(path.read_text()))
-    return config, restore(build_model_task(config), config.trainer, workdir, step=step)
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"workdir: {str(path)!r} is not valid JSON ({error})") from None
+    config = config_from_dict(values)
+    task = Task(init_model=build_model(config), loss=_no_loss, train_source=())
+    return config, restore(task, config.trainer, workdir, step=step)
+
+
+def _no_loss(model, batch, key):
+    raise RuntimeError("a model restored for inference cannot train")
 
 
 def restore(
@@ -254,23 +278,56 @@ def restore(
 def _initial_state(task: Task, config: TrainerConfig, mesh) -> tuple[nnx.GraphDef, dict, Any]:
     """The step-0 training state on the mesh, its static graph and its shardings.
 
-    The state is a plain dict pytree: model and optimiser state, the step, the seed key (as
-    raw uint32 data, which every checkpoint format stores), the first non-finite step (-1 if
-    none) and, with `ema_decay`, the parameter EMA.
+    The state is a plain dict pytree: model and optimiser state, the step, the training
+    stream's key (as raw uint32 data, which every checkpoint format stores), the first
+    non-finite step (-1 if none) and, with `ema_decay`, the parameter EMA.
     """
-    model = task.init_model(nnx.Rngs(config.seed))
-    optimizer = nnx.Optimizer(model, make_optimizer(config), wrt=task.trainable)
+    streams = prng_streams(config.seed)
+    model = task.init_model(nnx.Rngs(streams["init"]))
+    trainable, labels, groups = _trainable(task, model)
+    optimizer = nnx.Optimizer(model, make_optimizer(config, labels, groups), wrt=trainable)
     graphdef, model_opt = nnx.split((model, optimizer))
     state = {
         "model_opt": model_opt,
         "step": jnp.zeros((), jnp.int32),
-        "key": jax.random.key_data(jax.random.key(config.seed)),
+        "key": jax.random.key_data(streams["train"]),
         "nonfinite_step": jnp.full((), -1, jnp.int32),
     }
     if config.ema_decay is not None:
         state["ema"] = nnx.state(model, nnx.Param)
     shardings = distributed.state_sharding(state, mesh)
     return graphdef, distributed.put_state(state, shardings), shardings
+
+
+def _trainable(task: Task, model: nnx.Module) -> tuple[Any, Any, dict[str, Any] | None]:
+    """The filter of trained variables, their parameter-group labels and the model's groups.
+
+    Labels are a pytree of group names shaped like the trained state (None if the model
+    names no groups): the first group whose filter matches a parameter is its group.
+    """
+    groups = model.parameter_groups() if hasattr(model, "parameter_groups") else None
+    trainable = task.trainable
+    if task.trainable_groups is not None:
+        if groups is None:
+            raise ValueError(f"trainable_groups: {type(model).__name__} names no parameter groups")
+        unknown = sorted(set(task.trainable_groups) - set(groups))
+        if unknown:
+            raise ValueError(f"trainable_groups: {unknown} are not groups of {sorted(groups)}")
+        trainable = nnx.Any(*(groups[name] for name in task.trainable_groups))
+        groups = {name: groups[name] for name in task.trainable_groups}
+    if groups is None:
+        return trainable, None, None
+    predicates = {name: nnx.filterlib.to_predicate(f) for name, f in groups.items()}
+    flat = nnx.to_flat_state(nnx.state(model, trainable))
+
+    def label(path, variable):
+        for name, predicate in predicates.items():
+            if predicate(path, variable):
+                return name
+        raise ValueError(f"parameter_groups: {'/'.join(map(str, path))} is in no group")
+
+    labels = nnx.from_flat_state([(path, label(path, v)) for path, v in flat])
+    return trainable, labels, groups
 
 
 def _result(graphdef: nnx.GraphDef, state: dict, step: int, workdir: pathlib.Path) -> TrainResult:
@@ -286,18 +343,15 @@ def _result(graphdef: nnx.GraphDef, state: dict, step: int, workdir: pathlib.Pat
 def _check_trainer_config(config: TrainerConfig) -> None:
     positive = ("num_steps", "batch_size", "log_every", "checkpoint_every", "max_to_keep")
     for name in positive:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"trainer.{name}: expected a positive int, got {value!r}")
-    if config.eval_every is not None and config.eval_every < 1:
-        raise ValueError(
-            f"trainer.eval_every: expected a positive int or None, got {config.eval_every}"
-        )
+        check_int(getattr(config, name), f"trainer.{name}", 1)
+    if config.eval_every is not None:
+        check_int(config.eval_every, "trainer.eval_every", 1)
     if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
         raise ValueError(f"trainer.ema_decay: expected in (0, 1) or None, got {config.ema_decay}")
     if not config.learning_rate > 0:
         raise ValueError(f"trainer.learning_rate: expected > 0, got {config.learning_rate}")
     learning_rate_schedule(config)  # validates the schedule name
+    make_optimizer(dataclasses.replace(config, param_groups={}))  # ... and the optimiser's
 
 
 def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) -> Callable:
@@ -345,12 +399,12 @@ def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) 
 
 def _make_eval_fn(graphdef: nnx.GraphDef, task: Task) -> Callable:
     @jax.jit
-    def eval_step(model_opt: Any, params: Any, batch: Batch) -> Mapping[str, jax.Array]:
+    def eval_step(model_opt: Any, params: Any, batch: Batch, key: jax.Array) -> Mapping:
         model, _ = nnx.merge(graphdef, model_opt)
         nnx.update(model, params)
         if task.prepare is not None:
             batch = task.prepare(batch)
-        return task.eval_metrics(model, batch)
+        return task.eval_metrics(model, batch, key)
 
     return eval_step
 
@@ -373,10 +427,14 @@ def _evaluate(task, eval_fn, state, graphdef, config, mesh, hooks, step) -> dict
             transforms=task.transforms,
         )
         values = []
+        eval_key = prng_streams(config.seed)["eval"]
         for k, batch in enumerate(batches):
             if config.eval_batches is not None and k >= config.eval_batches:
                 break
-            values.append(eval_fn(state["model_opt"], params, distributed.put_batch(batch, mesh)))
+            key = jax.random.fold_in(eval_key, k)
+            values.append(
+                eval_fn(state["model_opt"], params, distributed.put_batch(batch, mesh), key)
+            )
         if values:
             results.update(_mean(values))
     if hooks:

@@ -1,0 +1,156 @@
+"""A deep SCM of any dataset: attribute flows plus an image model, trained jointly.
+
+The graph and the attributes come from the dataset's specs; the image model is any
+`causalvision.nn.ImageModel`, found by name (`causalvision.nn.IMAGE_MODELS`) or module path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from flax import nnx
+
+from causalvision.data import Dataset
+from causalvision.lookup import resolve
+from causalvision.nn import IMAGE_MODELS, DeepSCM
+from causalvision.scm import Attribute
+from causalvision.train.config import Config, structure
+from causalvision.train.data import (
+    SelectKeys,
+    dataset_of,
+    dataset_sources,
+    example_keys,
+    prepare_examples,
+)
+from causalvision.train.tasks import TaskSpec
+from causalvision.train.trainer import Task
+
+__all__ = ["TASK", "DeepSCMSettings", "attribute_specs", "counterfactual_evals"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeepSCMSettings:
+    """Model settings of the `deep_scm` task.
+
+    Args:
+      image_model: an `IMAGE_MODELS` name ("hvae", "vae") or "package.module:Class".
+      image: the image model's settings (its `Config` dataclass, or a dict of its fields);
+        `image_shape` and `context_dim` are filled from the dataset.
+      prior_dropout: `{parent: p}`, `DeepSCM`'s conditioning dropout (e.g. `{"digit": 1/3}`).
+      flow_layers: bijectors of each attribute flow.
+      standardise: `{attribute: (offset, scale)}` replacing the dataset's standardisation.
+    """
+
+    image_model: str = "hvae"
+    image: Any = None
+    prior_dropout: dict[str, float] = dataclasses.field(default_factory=dict)
+    flow_layers: tuple[str, ...] = ("spline", "affine")
+    standardise: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        model_type = image_model_type(self.image_model)
+        image = {} if self.image is None else self.image
+        object.__setattr__(self, "image", structure(model_type.Config, image, "model.image"))
+
+
+def image_model_type(name: str) -> type:
+    """The image model class `name` stands for."""
+    model_type = resolve(name, IMAGE_MODELS, "model.image_model")
+    if not isinstance(model_type, type) or not hasattr(model_type, "Config"):
+        raise ValueError(
+            f"model.image_model: {name!r} is not an image model class with a Config, "
+            f"got {model_type!r}"
+        )
+    return model_type
+
+
+def attribute_specs(dataset: Dataset, standardise: dict[str, Any]) -> tuple[Attribute, ...]:
+    """The dataset's attribute specs, with `standardise` replacing theirs by name."""
+    unknown = sorted(set(standardise) - set(dataset.attributes))
+    if unknown:
+        raise ValueError(
+            f"model.standardise: {unknown} are not attributes of {dataset.name!r}; "
+            f"known: {list(dataset.attributes)}"
+        )
+    return tuple(
+        dataclasses.replace(spec, standardise=tuple(standardise[spec.name]))
+        if spec.name in standardise
+        else spec
+        for spec in dataset.attribute_specs
+    )
+
+
+def complete(config: Config, settings: DeepSCMSettings) -> DeepSCMSettings:
+    """The image model's image shape and context width, from the dataset."""
+    dataset = dataset_of(config.data)
+    specs = attribute_specs(dataset, settings.standardise)
+    image = dataclasses.replace(
+        settings.image,
+        image_shape=tuple(dataset.image_shape),
+        context_dim=DeepSCM.context_dim(specs),
+    )
+    return dataclasses.replace(settings, image=image)
+
+
+def build_model(config: Config) -> Any:
+    settings: DeepSCMSettings = config.model
+    specs = attribute_specs(dataset_of(config.data), settings.standardise)
+    model_type = image_model_type(settings.image_model)
+
+    def init_model(rngs: nnx.Rngs) -> DeepSCM:
+        return DeepSCM(
+            specs,
+            model_type(settings.image, rngs=rngs),
+            flow_layers=settings.flow_layers,
+            prior_dropout=settings.prior_dropout,
+            rngs=rngs,
+        )
+
+    return init_model
+
+
+def build(config: Config) -> Task:
+    """The image's loss (e.g. negative ELBO, nats per pixel) plus the attributes' NLLs."""
+    dataset = dataset_of(config.data)
+    keys = example_keys(dataset)
+    train_source, eval_source = dataset_sources(config, keys)
+
+    def loss(model, batch, key):
+        return model.loss(batch, key)
+
+    def eval_metrics(model, batch, key):
+        value, metrics = model.loss(batch, key)
+        return {"loss": value, **metrics}
+
+    return Task(
+        init_model=build_model(config),
+        loss=loss,
+        train_source=train_source,
+        eval_source=eval_source,
+        eval_metrics=eval_metrics,
+        prepare=lambda batch: prepare_examples(dataset, batch),
+        transforms=(SelectKeys(keys),),
+    )
+
+
+def counterfactual_evals(config: Config) -> dict[str, dict[str, Any]]:
+    """The counterfactual protocol (REFERENCE §3), on every attribute of the dataset."""
+    del config
+    return {
+        "composition": {"type": "composition"},
+        "effectiveness": {"type": "effectiveness"},
+        "reversibility": {"type": "reversibility"},
+        "ground_truth": {"type": "ground_truth"},
+        "commutativity": {"type": "commutativity"},
+        "grids": {"type": "grids"},
+    }
+
+
+TASK = TaskSpec(
+    settings=DeepSCMSettings,
+    build=build,
+    build_model=build_model,
+    complete=complete,
+    evals=counterfactual_evals,
+)
