@@ -2,7 +2,7 @@
 
   causalvision data build NAME [--size N] [--data-dir DIR] [--seed S]
   causalvision train CONFIG --workdir DIR [--set key=value ...]
-  causalvision counterfactual --workdir DIR --do thickness=4.0 [--n 16] [--out grid.png]
+  causalvision counterfactual --workdir DIR --do NODE=VALUE[,NODE=VALUE] [--n 16] [--out F]
   causalvision evaluate --workdir DIR [--oracle ORACLE_RUN] [--n 256] [--out DIR]
       [--coordinator-address HOST:PORT --num-processes N --process-id K]
 
@@ -10,7 +10,7 @@ Heavy imports happen inside each sub-command so `causalvision --help` is instant
 
 The installed program keeps JAX's persistent compilation cache in $CAUSALVISION_CACHE_DIR
 (default ~/.cache/causalvision/jax; set it empty to switch the cache off): a resumed or
-repeated run loads its compiled train step instead of compiling it again (the Morpho HVAE
+repeated run loads its compiled train step instead of compiling it again (a 32x32 HVAE's
 step, traced and compiled on 2 CPU cores: 32 s cold, 10 s on a restart).
 """
 
@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="prepare datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     build = data_commands.add_parser("build", help="write a dataset as TFDS array_record files")
-    build.add_argument("name", help="dataset name, e.g. morpho_digits or pendulum")
+    build.add_argument("name", help="a TFDS name of a dataset (causalvision.data.DATASETS)")
     build.add_argument("--size", type=int, default=None, help="examples in the train split")
     build.add_argument("--data-dir", default=None, help="TFDS data directory")
     build.add_argument("--seed", type=int, default=0, help="generator seed")

@@ -53,7 +53,7 @@ def held_out_examples(config: Config, num: int, seed_offset: int = 2) -> dict[st
 
 
 def parse_do(text: str, dataset: Dataset) -> dict[str, float]:
-    """ "thickness=4.0,digit=3" -> {"thickness": 4.0, "digit": 3.0}, for `dataset`'s attributes."""
+    """ "a=4.0,b=3" -> {"a": 4.0, "b": 3.0}, where a and b are attributes of `dataset`."""
     out = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")

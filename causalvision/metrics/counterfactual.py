@@ -6,18 +6,18 @@ Every metric takes a *counterfactual function*
     cf_fn(images, parents, do) -> counterfactual images
 
 with `images` `(N, H, W, C)` float in [0, 255], `parents` a dict of `(N,)` arrays (the factual
-value of every parent of the image: e.g. "digit" int32, "thickness", "intensity" float32), `do`
+value of every parent of the image: int32 classes or float32 values), `do`
 a dict node -> `(N,)` values, and the result `(N, H, W, C)` in [0, 255]. A deep SCM gives one
 as `lambda x, pa, do: scm.counterfactual({**pa, "image": x}, do)["image"]`.
 
 Several metrics chain interventions and must know the counterfactual *parents* too. They take
 an optional `parents_fn(parents, do) -> counterfactual parents`; the default,
-`update_parents`, only overwrites the intervened nodes. For Morpho, where do(thickness) also
-moves intensity, pass `scm_parents_fn(MorphoDigits().scm)` (the exact attribute SCM) or the
+`update_parents`, only overwrites the intervened nodes. Where an intervention also moves a
+descendant parent, pass `scm_parents_fn(dataset.scm)` (the exact attribute SCM) or the
 model's own attribute SCM.
 
 Definitions (REFERENCE §3; Monteiro et al., ICLR 2023, `identifiability_tests.py`;
-Melistas et al., NeurIPS 2024; causal-gen's Morpho protocol):
+Melistas et al., NeurIPS 2024; causal-gen's evaluation protocol):
 
 - distance: l1(x1, x2) = mean over H, W, C of |clip(x1) - clip(x2)| per image, with both
   images clipped to [0, 255] (Monteiro's dec(x)); reported as mean and (population) std over
@@ -195,8 +195,8 @@ def _check_cycles(cycles: Any) -> int:
 def update_parents(parents: Mapping[str, Array], do: Mapping[str, Array]) -> dict[str, Array]:
     """The default `parents_fn`: the intervened nodes take their `do` values, the rest stay.
 
-    Right when no intervened node has a descendant among the parents (e.g. do(digit) or
-    do(intensity) for Morpho); for do(thickness) use `scm_parents_fn`.
+    Right when no intervened node has a descendant among the parents; otherwise use
+    `scm_parents_fn`.
     """
     return {**parents, **{n: v for n, v in do.items() if n in parents}}
 
@@ -204,11 +204,11 @@ def update_parents(parents: Mapping[str, Array], do: Mapping[str, Array]) -> dic
 def scm_parents_fn(scm: Any, key: Array | None = None) -> ParentsFn:
     """A `parents_fn` from an attribute SCM: abduction-action-prediction over the parents.
 
-    `scm_parents_fn(MorphoDigits().scm)` gives the exact counterfactual attributes (do(t)
-    moves intensity through its abducted noise); a trained attribute SCM gives the model's.
-    `key` only matters for mechanisms that abduct by posterior draws. Pure JAX: jit-friendly.
+    `scm_parents_fn(dataset.scm)` gives the exact counterfactual attributes (an intervened
+    node moves its descendants through their abducted noise); a trained attribute SCM gives
+    the model's. `key` is needed only where a mechanism abducts by posterior draws (the SCM
+    refuses to go on without one). Pure JAX: jit-friendly.
     """
-    key = jax.random.key(0) if key is None else key
 
     def parents_fn(parents: Mapping[str, Array], do: Mapping[str, Array]) -> dict[str, Array]:
         values = scm.counterfactual(dict(parents), dict(do), key=key)
@@ -431,7 +431,7 @@ def effectiveness(
     attribute its counterfactual value.
 
     Args:
-      oracle: `oracle(images) -> dict` of `(N,)` values (e.g. `MorphoDigits.measure`) or
+      oracle: `oracle(images) -> dict` of `(N,)` values (e.g. a dataset's `measure`) or
         `(N, K)` logits / probabilities for categorical attributes.
       targets: attribute names to score; default every oracle output that is a parent.
       parents_fn: counterfactual parents (default `update_parents`).
@@ -472,8 +472,8 @@ def commutativity(
     """Commutativity: l1 between do(a)-then-do(b) and do(b)-then-do(a).
 
     The second step starts from the first's counterfactual parents (`parents_fn`). Only
-    interventions that commute in the true SCM should score 0: for Morpho do(digit) with
-    anything, but not do(thickness) with do(intensity) (do(i) then do(t) moves i again).
+    interventions that commute in the true SCM should score 0: two roots do, but not a node
+    and its ancestor (setting the child, then the ancestor, moves the child again).
 
     Returns:
       "l1" `()` mean over images, "l1_std" `()`, "per_image" `(N,)`.
@@ -582,10 +582,10 @@ def ground_truth_error(
 
     Args:
       example: a batch of dataset examples: the attributes `(N,)`, what the dataset needs to
-        re-render (Morpho: "style") and "image" `(N, H, W, C)`, uint8 or the dataset's float
-        range (the pendulum's [0, 1] renders are scaled to 0-255).
+        re-render (its `exogenous` fields) and "image" `(N, H, W, C)`, uint8 or float renders
+        on the dataset's own scale (scaled to 0-255 by its `pixel_scale`).
       do: node -> `(N,)` (or scalar) values; nodes must be dataset attributes.
-      dataset: `MorphoDigits()`, `Pendulum(...)` or anything with `.attributes` and
+      dataset: a `causalvision.data.Dataset`, or anything with `.attributes` and
         `.counterfactual(example, do) -> dict` with attributes and "image".
       oracle: reads attributes off images (default: `dataset.measure` if it has one; None
         and no `measure`: no attribute errors).
@@ -658,12 +658,12 @@ def sample_interventions(
 
     - categorical node (integer dtype): a different class;
     - continuous node: a value in a different bin. Melistas et al. (§3.2) bin min-max
-      normalised Morpho attributes with edges at the within-interval means of 9 equal-width
+      normalised attributes with edges at the within-interval means of 9 equal-width
       intervals on [-1, 1]; here the default `bins=10` uses 10 equal-mass (quantile) bins of
       the given marginal (`quantile_bins`): each bin holds 10% of the mass, so a draw always
-      excludes about 10% of the marginal whatever its skew (thickness is Gamma-shaped,
-      intensity piles up near 255) and no normalisation is involved. Pass an array of
-      increasing interior edges to use other bins (e.g. Melistas' edges).
+      excludes about 10% of the marginal whatever its skew (a Gamma-shaped one, or one piled
+      up at a bound) and no normalisation is involved. Pass an array of increasing interior
+      edges to use other bins (e.g. Melistas' edges).
 
     Args:
       key: PRNG key; the draw is a pure function of it (deterministic).

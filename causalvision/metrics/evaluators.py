@@ -124,8 +124,8 @@ class CounterfactualSubject:
       key: PRNG key of the interventions (run several keys for seeds; the reference uses 3).
       dataset: the synthetic dataset with exact counterfactuals (enables ground truth).
       oracle: `oracle(images) -> dict` or a dict of named oracles (e.g. {"measured":
-        MorphoDigits.measure, "predicted": predictor}); default `dataset.measure`; None
-        when there is neither (effectiveness then yields nothing).
+        dataset.measure, "predicted": predictor}); default `dataset.measure`; None when
+        there is neither (effectiveness then yields nothing).
       parents_fn: counterfactual parents; default the dataset's exact attribute SCM
         (`scm_parents_fn(dataset.scm)`) when there is one, else `update_parents`.
       interventions: nodes intervened on one at a time (default every parent).
@@ -354,7 +354,7 @@ def evaluate_counterfactuals(
     batch_size: int | None = None,
     quantize: bool = True,
 ) -> dict[str, float]:
-    """The causal-gen protocol (REFERENCE §3.3) plus the axiomatic metrics, one seed.
+    """The causal-gen evaluation protocol (REFERENCE §3.3) plus the axiomatic metrics, one seed.
 
     The five counterfactual evaluators on one `CounterfactualSubject` (see there for the
     arguments): composition once; per intervention "do(node)" (and "do(random)") the

@@ -11,12 +11,15 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib.util
+import inspect
 import json
 import pathlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from causalvision.lookup import resolve
 
 
 @dataclasses.dataclass
@@ -63,14 +66,14 @@ class TrainerConfig:
 class DataConfig:
     """Which dataset feeds training, and how it is read.
 
-    `name` is a dataset's lookup name (`causalvision.data.DATASETS`, e.g. "morpho_digits") or
-    a module path "package.module:Class"; `options` are its constructor's keywords (e.g.
-    `{"image_size": 32}` for the pendulum). `source` is "generated" (render examples from the
+    `name` is a dataset's lookup name (one of `causalvision.data.DATASETS`) or a module path
+    "package.module:Class"; `options` are its constructor's keywords (e.g.
+    `{"image_size": 32}`). `source` is "generated" (render examples from the
     dataset's SCM, deterministic in `seed`) or "tfds" (read a dataset built by
     `causalvision data build` from `data_dir`).
     """
 
-    name: str = "morpho_digits"
+    name: str | None = None
     source: str = "generated"
     size: int = 60_000
     eval_size: int = 1_000
@@ -126,10 +129,12 @@ def config_from_dict(values: Mapping[str, Any]) -> Config:
 def upgrade_config(values: Mapping[str, Any]) -> dict[str, Any]:
     """A config.json of an older layout in today's layout (a copy; today's is returned as is).
 
-    Version 1 (no "version" key, causalvision 0.1): the pendulum's image size was
-    `data.image_size`; a deep SCM's image-model settings sat beside its own in `model`; the
-    attribute standardisation was fixed in code (deep SCMs: thickness (2.5, 0.65), intensity
-    (190, 45)) or estimated from the data (attribute predictors). Upgraded runs keep it.
+    Version 1 (no "version" key, causalvision 0.1): a dataset's image size was
+    `data.image_size` (now one of `data.options`, for datasets that take it); a deep SCM's
+    image-model settings sat beside its own in `model`, and it standardised its parents with
+    constants fixed in code (now the dataset's `standardise_v1`, kept in `model.standardise`);
+    attribute predictors standardised their targets by the data (`model.standardise`).
+    Upgraded runs restore to the same model.
     """
     values = json.loads(json.dumps(values))  # a deep copy of plain JSON values
     version = values.pop("version", 1)
@@ -139,19 +144,26 @@ def upgrade_config(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"config: layout version {version!r} is newer than this causalvision")
     data = values.setdefault("data", {})
     image_size = data.pop("image_size", None)
-    if data.get("name") == "pendulum" and image_size is not None:
+    dataset = _dataset_type(data)
+    if image_size is not None and "image_size" in inspect.signature(dataset).parameters:
         data.setdefault("options", {})["image_size"] = image_size
     model = values.get("model", {})
     task = values.get("task")
     if task == "deep_scm":
         own = {"image_model", "prior_dropout"}
-        image = {k: v for k, v in model.items() if k not in own}
         values["model"] = {k: v for k, v in model.items() if k in own}
-        values["model"]["image"] = image
-        values["model"]["standardise"] = {"thickness": [2.5, 0.65], "intensity": [190.0, 45.0]}
+        values["model"]["image"] = {k: v for k, v in model.items() if k not in own}
+        values["model"]["standardise"] = dict(getattr(dataset, "standardise_v1", {}))
     elif task == "attribute_predictor":
         values["model"] = {**model, "standardise": "data"}
     return values
+
+
+def _dataset_type(data: Mapping[str, Any]) -> Any:
+    from causalvision.data import DATASETS
+
+    # 0.1 configs always named their dataset; its default was the first catalogue entry.
+    return resolve(data.get("name") or next(iter(DATASETS)), DATASETS, "data.name")
 
 
 def complete_config(config: Config) -> Config:
@@ -281,7 +293,7 @@ def _parse(text: str) -> Any:
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return text  # a bare word is a string: --set data.name=pendulum
+        return text  # a bare word is a string: --set trainer.optimizer=adamw
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
