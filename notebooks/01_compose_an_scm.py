@@ -119,7 +119,7 @@ print(identification.estimand)
 
 # %%
 study = {name: value for name, value in observed.items() if name != "genotype"}
-estimate = estimate_effect(study, smoking_scm.graph, "smoking", "cancer", 1, 0)
+estimate = estimate_effect(study, smoking_scm.graph, "smoking", "cancer", 1, 0, key=next(keys))
 naive = p_cancer_given_smoking - p_cancer_given_no_smoking
 print("front-door estimate of the ATE:", estimate)
 print(f"naive difference of conditional means: {naive:.3f}")
@@ -174,7 +174,7 @@ scores = primer.sample(next(keys), num_samples)
 print(primer.graph.identify("H", "Y"))
 print(
     "back-door estimate of the effect of H on Y:",
-    estimate_effect(scores, primer.graph, "H", "Y", 1.0, 0.0),
+    estimate_effect(scores, primer.graph, "H", "Y", 1.0, 0.0, key=next(keys)),
 )
 blank = SCM(
     {
@@ -183,5 +183,5 @@ blank = SCM(
         "Y": LinearGaussian(["X", "H"], weights=[0.0, 0.0], scale=2.0),
     }
 )
-fitted = blank.fit(scores, num_steps=fit_steps, progress_bar=True).scm
+fitted = blank.fit(scores, num_steps=fit_steps, key=next(keys), progress_bar=True).scm
 print("learned weights of Y:", fitted.mechanisms["Y"].weights, "(truth [0.7, 0.4])")

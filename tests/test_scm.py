@@ -231,7 +231,9 @@ def test_fit_recovers_linear_gaussian_and_categorical_parameters():
             "Y": LinearGaussian(["X", "H"], weights=[0.0, 0.0], scale=2.0),
         }
     )
-    fitted = start.fit(data, num_steps=1500, optimizer=None, progress_bar=False)
+    fitted = start.fit(
+        data, num_steps=1500, optimizer=None, progress_bar=False, key=jax.random.key(7)
+    )
     y = fitted.scm.mechanisms["Y"]
     np.testing.assert_allclose(y.weights, [0.7, 0.4], atol=0.03)
     np.testing.assert_allclose(y.scale, 1.0, atol=0.03)
@@ -248,7 +250,14 @@ def test_fit_recovers_linear_gaussian_and_categorical_parameters():
             "Y": discrete.mechanisms["Y"],
         }
     )
-    learned = blank.fit(counts, learn=["Z", "X"], num_steps=600, optimizer=None, progress_bar=False)
+    learned = blank.fit(
+        counts,
+        learn=["Z", "X"],
+        num_steps=600,
+        optimizer=None,
+        progress_bar=False,
+        key=jax.random.key(7),
+    )
     p_x1_given_z1 = jax.nn.softmax(learned.scm.mechanisms["X"].logits[1])[1]
     z, x = np.asarray(counts["Z"]), np.asarray(counts["X"])
     np.testing.assert_allclose(p_x1_given_z1, x[z == 1].mean(), atol=0.01)
@@ -272,7 +281,9 @@ def test_fit_learns_an_nnx_module_inside_an_additive_noise_mechanism():
     )
     data = truth.sample(jax.random.key(19), 5_000)
     model = truth.replace(Y=AdditiveNoise(["X"], Quadratic(nnx.Rngs(0)), dist.Normal(0.0, 1.0)))
-    fitted = model.fit(data, learn=["Y"], num_steps=1500, progress_bar=False).scm
+    fitted = model.fit(
+        data, learn=["Y"], num_steps=1500, progress_bar=False, key=jax.random.key(7)
+    ).scm
     quad = fitted.mechanisms["Y"].fn
     np.testing.assert_allclose([quad.a[...], quad.b[...]], [0.5, -1.0], atol=0.05)
     np.testing.assert_allclose(fitted.mechanisms["Y"].noise.scale, 0.3, atol=0.02)
@@ -300,6 +311,7 @@ def test_bayesian_fit_with_nuts_recovers_a_weight():
         priors={"H": {"weights": dist.Normal(0.0, 1.0)}},
         num_warmup=200,
         num_samples=200,
+        key=jax.random.key(0),
         progress_bar=False,
     )
     draws = result.samples["H.weights"]
@@ -426,7 +438,9 @@ def test_fit_learns_the_params_of_a_numpyro_sub_model():
     data = truth.sample(jax.random.key(33), 2000)
     model = truth.replace(Y=NumpyroMechanism(["X"], learnable_y_model, Inference(obs_scale=0.1)))
     assert set(model.mechanisms["Y"].parameters()) == {"w", "s"}
-    fitted = model.fit(data, learn=["Y"], num_steps=3000, progress_bar=False).scm
+    fitted = model.fit(
+        data, learn=["Y"], num_steps=3000, progress_bar=False, key=jax.random.key(7)
+    ).scm
     params = fitted.mechanisms["Y"].params
     # The marginal of Y given X is N(w X, s^2 + obs_scale^2): s is learned net of the kernel.
     np.testing.assert_allclose(params["w"], 1.5, atol=0.1)
@@ -467,6 +481,8 @@ def test_fit_and_to_numpyro_reject_bad_settings():
         scm.fit(data, learn=["W"], progress_bar=False)
     with pytest.raises(ValueError, match=r"data: unknown node\(s\) \['W'\]"):
         scm.fit({**data, "W": data["X"]}, progress_bar=False)
+    with pytest.raises(ValueError, match="key: fitting by 'mle' draws random numbers"):
+        scm.fit(data, progress_bar=False)  # no hidden default key
     with pytest.raises(ValueError, match="pass `data` or `num_units`"):
         scm.to_numpyro()()
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['slope'\]"):
@@ -478,3 +494,12 @@ def test_log_prob_of_a_node_without_a_density_says_so():
     units = {"X": jnp.zeros(3), "Y": jnp.ones(3)}
     with pytest.raises(NotImplementedError, match="NumpyroMechanism has no tractable density"):
         scm.log_prob(units)
+
+
+def test_stochastic_abduction_needs_a_key_instead_of_a_hidden_default():
+    scm = SCM({"X": Categorical([], [0.3, 0.7]), "Y": LinearGaussian(["X"], weights=[1.0])})
+    data = scm.sample(jax.random.key(0), 5)
+    with pytest.raises(ValueError, match=r"abduct: nodes \['X'\] abduct their noise stochastic"):
+        scm.abduct(data)
+    noise = scm.abduct(data, jax.random.key(1), nodes=["Y"])  # exact: no key needed either
+    assert set(scm.abduct(data, nodes=["Y"])) == set(noise) == {"Y"}

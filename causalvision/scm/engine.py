@@ -145,6 +145,7 @@ class SCM:
                 f"{query}: nodes {stochastic} abduct their noise stochastically (posterior "
                 f"draws); pass a PRNG `key`"
             )
+        # With every abduction exact no draw is made; the compiled query still takes a key.
         return jax.random.key(0) if key is None else key
 
     # ------------------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ class SCM:
         With `num_samples`, every noise gets a leading axis of posterior draws.
         """
         nodes = self.nodes if nodes is None else tuple(nodes)
-        keys = jax.random.split(jax.random.key(0) if key is None else key, len(self.nodes))
+        keys = jax.random.split(self._require_key(key, nodes, "abduct"), len(self.nodes))
         noise = {}
         for (name, mech), k in zip(self.items(), keys, strict=True):
             if name in nodes:

@@ -111,7 +111,13 @@ def _check_options(regressor: str, num_bootstrap: int, key: jax.Array | None) ->
     ):
         raise ValueError(f"num_bootstrap: expected an integer >= 0, got {num_bootstrap!r}")
     if key is None:
-        return jax.random.key(0)
+        if num_bootstrap > 0 or regressor == "mlp":
+            why = "the MLP's initialisation" if regressor == "mlp" else "the bootstrap"
+            raise ValueError(
+                f"key: {why} draws random numbers; pass a PRNG key (or num_bootstrap=0 with "
+                "the linear or discrete estimator, which draw none)"
+            )
+        return jax.random.key(0)  # never used: nothing here draws
     if not isinstance(key, jax.Array):
         raise TypeError(f"key: expected a jax PRNG key, got {type(key).__name__}")
     return key
@@ -692,7 +698,7 @@ def backdoor_adjustment(
         Discrete: multinomial cell counts; a (treatment, stratum) cell that a resample misses
         keeps its full-data mean. ``"mlp"`` retrains the MLP on every resample (vmapped), so
         a few dozen resamples are usually enough there.
-      key: PRNG key for the bootstrap and the MLP; None means ``jax.random.key(0)``.
+      key: PRNG key for the bootstrap and the MLP; required unless neither is used.
 
     Returns:
       ``Estimate`` with scalar ``value`` (the estimate on the data) and ``stderr`` (the

@@ -137,6 +137,7 @@ def fit(
         SVI so latent noise is handled by an ELBO), "svi" (variational posterior under
         `priors`) or "nuts" (posterior draws under `priors`).
       priors: node -> prior, required for "svi" and "nuts" (see `numpyro_model`).
+      key: PRNG key of the initialisation and the posterior draws (required).
     """
     if method not in _METHODS:
         raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
@@ -155,7 +156,8 @@ def fit(
         missing = [n for n in learn if n not in (priors or {})]
         if missing:
             raise ValueError(f"priors: method {method!r} needs a prior for node(s) {missing}")
-    key = jax.random.key(0) if key is None else key
+    if key is None:
+        raise ValueError(f"key: fitting by {method!r} draws random numbers; pass a PRNG key")
     model = numpyro_model(scm, learn=learn if method == "mle" else (), priors=priors)
 
     if method == "nuts":
