@@ -35,6 +35,8 @@ import grain
 import jax
 import numpy as np
 
+from causalvision.validation import check_int
+
 __all__ = ["ArraySource", "make_pipeline"]
 
 # Threads reading examples ahead of the consumer: per-example work here is numpy (GIL-bound)
@@ -120,12 +122,6 @@ class ArraySource:
         return f"ArraySource(len={self._length}, shapes={shapes})"
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _grain_seed(seed: int) -> int:
     """A 32-bit shuffle seed that is a hash of `seed`.
 
@@ -192,12 +188,12 @@ def make_pipeline(
     num_examples = len(source)
     if num_examples == 0:
         raise ValueError("source: expected at least one example, got an empty source")
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    seed = check_int(seed, "seed", 0)
     if num_epochs is not None:
-        num_epochs = _check_int("num_epochs", num_epochs, 1)
-    num_threads = _check_int("num_threads", num_threads, 0)
-    prefetch = _check_int("prefetch", prefetch, 0)
+        num_epochs = check_int(num_epochs, "num_epochs", 1)
+    num_threads = check_int(num_threads, "num_threads", 0)
+    prefetch = check_int(prefetch, "prefetch", 0)
     if shard is None:
         shard = (jax.process_index(), jax.process_count())
     if (

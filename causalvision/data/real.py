@@ -39,6 +39,7 @@ from PIL import Image
 from scipy import ndimage
 
 from causalvision.data.morpho import MorphoDigits
+from causalvision.validation import check_int
 
 __all__ = [
     "CELEBA_ATTRIBUTES",
@@ -255,16 +256,6 @@ def _measure(image: np.ndarray) -> dict[str, np.ndarray]:
 # CelebA.
 
 
-def _check_int(value: Any, argument: str, low: int, high: int | None = None) -> int:
-    ok = not isinstance(value, bool) and isinstance(value, int | np.integer) and value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{argument}: expected an int {bound}, got {value!r}")
-    return int(value)
-
-
 class CelebAPreprocess(grain.transforms.Map):
     """A TFDS CelebA record -> `{"image": uint8 (S, S, 3), "attributes": float32 (K,)}`.
 
@@ -286,8 +277,8 @@ class CelebAPreprocess(grain.transforms.Map):
         crop_size: int = 178,
         attributes: Sequence[str] | None = None,
     ):
-        self.image_size = _check_int(image_size, "image_size", 1)
-        self.crop_size = _check_int(crop_size, "crop_size", 1, CELEBA_SHAPE[1])
+        self.image_size = check_int(image_size, "image_size", 1)
+        self.crop_size = check_int(crop_size, "crop_size", 1, CELEBA_SHAPE[1])
         if attributes is None:
             names = CELEBA_ATTRIBUTES
         else:

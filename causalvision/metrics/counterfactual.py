@@ -51,6 +51,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from causalvision.validation import check_int
+
 Array = jax.Array
 CounterfactualFn = Callable[[Array, Mapping[str, Array], Mapping[str, Array]], Array]
 ParentsFn = Callable[[Mapping[str, Array], Mapping[str, Array]], Mapping[str, Array]]
@@ -183,9 +185,7 @@ def _inputs(images: Any, parents: Any) -> tuple[Array, dict[str, Array]]:
 
 
 def _check_cycles(cycles: Any) -> int:
-    if isinstance(cycles, bool) or not isinstance(cycles, int | np.integer) or cycles < 1:
-        raise ValueError(f"cycles: expected an int >= 1, got {cycles!r}")
-    return int(cycles)
+    return check_int(cycles, "cycles", 1)
 
 
 # -------------------------------------------------------------------------------------------
@@ -227,10 +227,7 @@ def batched(cf_fn: CounterfactualFn, batch_size: int) -> CounterfactualFn:
     result is the concatenation, so the metrics see one `(N, H, W, C)` batch; `cf_fn` may
     also return a pytree of such arrays (say, every node of a counterfactual world).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    check_int(batch_size, "batch_size", 1)
 
     def run(images: Array, parents: Mapping[str, Array], do: Mapping[str, Array]) -> Array:
         num = images.shape[0]
@@ -618,9 +615,7 @@ def ground_truth_error(
 
 
 def _check_num_bins(num_bins: Any) -> int:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int | np.integer) or num_bins < 2:
-        raise ValueError(f"bins: expected an int >= 2 or an array of edges, got {num_bins!r}")
-    return int(num_bins)
+    return check_int(num_bins, "bins", 2)
 
 
 @partial(jax.jit, static_argnames=("num_bins",))

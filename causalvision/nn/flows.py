@@ -42,6 +42,7 @@ from numpyro.distributions import constraints
 from causalvision.nn.image_mechanism import ParentEncoding
 from causalvision.scm import lenient_promotion
 from causalvision.scm.mechanisms import Mechanism, _stack_parents, mechanism_dataclass
+from causalvision.validation import check_int
 
 Array = jax.Array
 Parents = Mapping[str, Array]
@@ -407,12 +408,6 @@ def _support_spec(transform: Positive | Interval | None) -> tuple | None:
 # The flow.
 
 
-def _check_int(value: Any, argument: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{argument}: expected an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 class ConditionalFlow(nnx.Module):
     """A conditional normalizing flow `x = f(u; c)`, `u ~ N(0, I_D)`, over `(N, D)` values.
 
@@ -445,18 +440,18 @@ class ConditionalFlow(nnx.Module):
         support: Any = None,
         rngs: nnx.Rngs,
     ):
-        self.dim = _check_int(dim, "dim", 1)
-        self.context_dim = _check_int(context_dim, "context_dim", 0)
+        self.dim = check_int(dim, "dim", 1)
+        self.context_dim = check_int(context_dim, "context_dim", 0)
         if layers is not None and num_layers is not None:
             raise ValueError("layers, num_layers: pass at most one of them")
         if num_layers is not None:
-            layers = ("spline", "affine") * _check_int(num_layers, "num_layers", 1)
+            layers = ("spline", "affine") * check_int(num_layers, "num_layers", 1)
         layers = ("spline", "affine") if layers is None else layers
         if isinstance(layers, str) or not layers or any(n not in LAYERS for n in layers):
             raise ValueError(
                 f"layers: expected a non-empty sequence of names from {LAYERS}, got {layers!r}"
             )
-        num_bins = _check_int(num_bins, "num_bins", 2)
+        num_bins = check_int(num_bins, "num_bins", 2)
         if (
             isinstance(bound, bool)
             or not isinstance(bound, numbers.Real)
@@ -572,7 +567,7 @@ class ConditionalFlow(nnx.Module):
                     f"context: the flow is conditional (context_dim={self.context_dim}); pass "
                     f"a context array (N, {self.context_dim}) instead of a count"
                 )
-            num, context = _check_int(context, "context", 1), None
+            num, context = check_int(context, "context", 1), None
         else:
             context = jnp.asarray(context)
             if context.ndim != 2:
@@ -781,8 +776,8 @@ def fit_flow_mechanism(
     """
     if not isinstance(mechanism, FlowMechanism):
         raise ValueError(f"mechanism: expected a FlowMechanism, got {type(mechanism).__name__}")
-    steps = _check_int(steps, "steps", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
+    steps = check_int(steps, "steps", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
     if not isinstance(learning_rate, numbers.Real) or not learning_rate > 0:
         raise ValueError(f"learning_rate: expected a number > 0, got {learning_rate!r}")
     if not isinstance(data, Mapping):

@@ -18,6 +18,7 @@ from causalvision.graph import CausalGraph
 from causalvision.scm._validation import as_node_list, check_data, check_known
 from causalvision.scm.estimate import Estimate, mean_and_stderr
 from causalvision.scm.mechanisms import Mechanism
+from causalvision.validation import check_int
 
 Array = jax.Array
 Values = dict[str, Array]
@@ -227,7 +228,7 @@ class SCM:
     def sample(self, key: Array, num_samples: int, do: Mapping[str, Any] | None = None) -> Values:
         """`num_samples` units from the observational (or, with `do`, interventional) law."""
         do = self._check_do(do)
-        _check_count(num_samples, "num_samples")
+        check_int(num_samples, "num_samples", 1)
         constants, shifts = _split_do(do)
         return _sample_jit(self, key, constants, num_samples=num_samples, shifts=shifts)
 
@@ -304,11 +305,11 @@ class SCM:
         if factual is None:
             if num_samples is None or key is None:
                 raise ValueError("multi_world: without `factual`, pass `key` and `num_samples`")
-            _check_count(num_samples, "num_samples")
+            check_int(num_samples, "num_samples", 1)
             return _prior_worlds_jit(self, key, worlds, order=order, num_units=num_samples)
         factual, _ = self._check_values(factual, "factual")
         if num_samples is not None:
-            _check_count(num_samples, "num_samples")
+            check_int(num_samples, "num_samples", 1)
         reached = set(self.graph.descendants(intervened)) | intervened if intervened else set()
         # A node set to a value in every world never uses its own noise: skip its abduction.
         overridden = {
@@ -465,7 +466,7 @@ class SCM:
             if callable(arm) or isinstance(arm, WorldRef):
                 raise ValueError(f"cate: `{argument}` must be a treatment value, got {arm!r}")
             self._check_do({treatment: arm})
-        _check_count(num_samples, "num_samples")
+        check_int(num_samples, "num_samples", 1)
         key = self._require_key(key, given, "cate")
         arms = ({treatment: value}, {treatment: baseline})
         if not num_conditions:
@@ -516,11 +517,6 @@ class SCM:
 
 # ----------------------------------------------------------------------------------------------
 # Pure kernels, jit-compiled once per SCM structure.
-
-
-def _check_count(n: Any, argument: str) -> None:
-    if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{argument}: expected a positive int, got {n!r}")
 
 
 def _value_shape(mech, noise, parents, num_units: int) -> jax.ShapeDtypeStruct:

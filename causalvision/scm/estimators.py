@@ -28,6 +28,7 @@ from flax import nnx
 from causalvision.scm._compat import lenient_promotion
 from causalvision.scm._validation import as_node_list, check_data
 from causalvision.scm.estimate import Estimate
+from causalvision.validation import check_int
 
 if TYPE_CHECKING:
     from causalvision.graph import CausalGraph
@@ -104,12 +105,7 @@ def _check_roles(treatment: str, outcome: str, zs: Sequence[str], argument: str)
 def _check_options(regressor: str, num_bootstrap: int, key: jax.Array | None) -> jax.Array:
     if regressor not in _REGRESSORS:
         raise ValueError(f"regressor: expected one of {list(_REGRESSORS)}, got {regressor!r}")
-    if (
-        isinstance(num_bootstrap, bool)
-        or not isinstance(num_bootstrap, int | np.integer)
-        or num_bootstrap < 0
-    ):
-        raise ValueError(f"num_bootstrap: expected an integer >= 0, got {num_bootstrap!r}")
+    check_int(num_bootstrap, "num_bootstrap", 0)
     if key is None:
         if num_bootstrap > 0 or regressor == "mlp":
             why = "the MLP's initialisation" if regressor == "mlp" else "the bootstrap"
