@@ -19,30 +19,14 @@ by the posterior and mixes posterior and prior with a weight α; we keep the pla
 Architecture strings follow causal-gen: "32b3d2" = 3 blocks at resolution 32, then
 downsample by 2; "1b4" = 4 blocks at resolution 1.
 
-How it runs fast on a CPU (the same function as the plain reading above; measured with
-`benchmarks/deep_scm_throughput.py`):
-- 1x1 convolutions are matrix products over the channel axis: XLA's CPU convolution
-  gradients transpose whole activations to batch-as-feature layouts, a dot's do not;
-- the parents enter 1x1 convolutions as one `(N, P) @ (P, C)` product per sample, added to
-  every pixel, instead of as broadcast maps concatenated to the activations;
-- 3x3 convolutions of 4-channel maps at 32x32 run on 2x2 blocks (space-to-depth) as 16-
-  channel convolutions at 16x16 (see `_conv3x3_space_to_depth`);
-- the prior's and posterior's outputs (mean, log-scale, features) are separate products,
-  not slices of one;
-- the posterior noise of all layers is one fused Threefry pass (see `_normals`);
-- kernels are initialised from flat draws (see `_lecun_normal`), so building the model
-  does not compile a random-number program per kernel shape.
-Tried and dropped: `lax.scan` over identical blocks (XLA's CPU backend runs convolution
-weight gradients inside loops several times slower, and compiles no faster) and running the
-prior's and posterior's narrow 3x3 convolutions as one block-diagonal convolution (faster
-alone, no faster in the whole step).
+On a CPU it runs its convolutions, kernel initialisers and noise draws through
+`causalvision.nn.cpu_kernels`: the same functions as the plain reading above, in forms
+XLA:CPU runs or compiles faster.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -50,9 +34,15 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from causalvision.nn.cpu_kernels import (
+    fused_normals,
+    lecun_normal,
+    pointwise,
+    pointwise_groups,
+    spatial_conv,
+)
 from causalvision.nn.image_mechanism import GaussianDecoderMechanism, ParentEncoding, check_context
 from causalvision.scm import Mechanism
 from causalvision.validation import check_int
@@ -62,7 +52,6 @@ Array = jax.Array
 __all__ = ["HVAE", "HVAEConfig", "discretized_gaussian_log_likelihood"]
 
 _STAGE = re.compile(r"^(\d+)b(\d+)(?:d(\d+))?$")
-_TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,174 +99,14 @@ def _parse(spec: str, argument: str) -> list[tuple[int, int, int]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Convolutions.
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _flat_truncated_normal(key: Array, size: int) -> Array:
-    return jax.random.truncated_normal(key, -2.0, 2.0, (size,), jnp.float32)
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _shaped(flat: Array, shape: tuple[int, ...], std: Array) -> Array:
-    return (flat[: math.prod(shape)] * std).reshape(shape)
-
-
-def _lecun_normal(scale: float):
-    """`scale` x LeCun-normal (truncated), as `nnx.initializers.lecun_normal()` draws it.
-
-    Built eagerly, every new kernel shape would compile its own threefry program (~0.4 s
-    each on a small CPU). Drawing a flat vector of a power-of-two length and cutting it gives
-    the same values (threefry is counter-based) and compiles once per length bucket.
-    """
-
-    def init(key: Array, shape: tuple[int, ...], dtype=jnp.float32) -> Array:
-        size = 1 << max(math.prod(shape) - 1, 1).bit_length()
-        std = scale * math.sqrt(1.0 / math.prod(shape[:-1])) / _TRUNCATED_STD
-        return _shaped(_flat_truncated_normal(key, size), tuple(shape), jnp.float32(std))
-
-    return init
+# Blocks.
 
 
 def _conv(cin: int, cout: int, kernel: int, rngs: nnx.Rngs, *, scale: float = 1.0) -> nnx.Conv:
     """A SAME conv `(k, k, cin, cout)` + bias; `scale` shrinks the initial kernel (0: zeros)."""
     return nnx.Conv(
-        cin, cout, (kernel, kernel), padding="SAME", kernel_init=_lecun_normal(scale), rngs=rngs
+        cin, cout, (kernel, kernel), padding="SAME", kernel_init=lecun_normal(scale), rngs=rngs
     )
-
-
-def _pointwise(
-    conv: nnx.Conv, parts: Sequence[Array], columns: tuple[int, int] | None = None
-) -> Array:
-    """A 1x1 `conv` of `concat(parts, -1)`: `(N, r, r, C_out)`.
-
-    Parts are `(N, r, r, C_i)` maps or `(N, C_i)` vectors standing for maps constant over
-    space (the parents): those enter as one product per sample, added to every pixel.
-    `columns=(a, b)` computes output channels a..b only.
-    """
-    kernel = conv.kernel[...][0, 0]
-    bias = conv.bias[...]
-    if columns is not None:
-        kernel, bias = kernel[:, columns[0] : columns[1]], bias[columns[0] : columns[1]]
-    shift = bias[None, :]  # (1, C_out), or (N, C_out) with vector parts
-    maps, map_rows, start = [], [], 0
-    for part in parts:
-        rows = kernel[start : start + part.shape[-1]]
-        start += part.shape[-1]
-        if part.ndim == 2:
-            shift = shift + part @ rows
-        else:
-            maps.append(part)
-            map_rows.append(rows)
-    x = maps[0] if len(maps) == 1 else jnp.concatenate(maps, -1)
-    rows = map_rows[0] if len(map_rows) == 1 else jnp.concatenate(map_rows, 0)
-    y = (x.reshape(-1, x.shape[-1]) @ rows).reshape(*x.shape[:-1], rows.shape[-1])
-    return y + shift[:, None, None, :]
-
-
-def _pointwise_groups(conv: nnx.Conv, parts: Sequence[Array], sizes: Sequence[int]) -> list[Array]:
-    """`_pointwise` cut into output-channel groups of `sizes`, each its own product.
-
-    Slicing one product would cost the backward pass a padded sum of the groups' gradients,
-    which XLA's CPU backend evaluates slowly.
-    """
-    bounds = [0, *itertools.accumulate(sizes)]
-    return [_pointwise(conv, parts, (a, b)) for a, b in itertools.pairwise(bounds)]
-
-
-def _canonical_conv(x: Array, kernel: Array, padding: Sequence[tuple[int, int]]) -> Array:
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
-def _same_padding(kernel: Array) -> list[tuple[int, int]]:
-    return [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel.shape[:2]]
-
-
-@jax.custom_vjp
-def _conv_same(x: Array, kernel: Array) -> Array:
-    """The SAME, stride-1 convolution `(N, H, W, C) x (kh, kw, C, D) -> (N, H, W, D)`.
-
-    Its gradients are written as NHWC x HWIO convolutions too. XLA:CPU maps the layouts
-    autodiff produces onto its fast kernels only at the top level of a program: inside a
-    `lax.scan`, `fori_loop` or `cond` they ran 7-30x slower (gradient accumulation over
-    micro-batches, or a switch between interventions, would pay that).
-    """
-    return _canonical_conv(x, kernel, _same_padding(kernel))
-
-
-def _conv_same_forward(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
-    return _conv_same(x, kernel), (x, kernel)
-
-
-def _conv_same_backward(residuals: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
-    x, kernel = residuals
-    padding = _same_padding(kernel)
-    # dx: dy convolved with the kernel turned 180 degrees, input and output channels swapped.
-    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    dx = _canonical_conv(dy, flipped, [(hi, lo) for lo, hi in padding])
-    # dkernel[u, v, c, d] = sum over n, h, w of x_padded[n, h + u, w + v, c] dy[n, h, w, d]: a
-    # convolution with the channels c as its batch, the samples n as its input features and
-    # dy's spatial extent as its window.
-    dkernel = _canonical_conv(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), padding)
-    return dx, dkernel.transpose(1, 2, 0, 3)
-
-
-_conv_same.defvjp(_conv_same_forward, _conv_same_backward)
-
-
-def _space_to_depth_kernel_map() -> np.ndarray:
-    """`(3 * 3 * 2 * 2 * 2 * 2, 3 * 3)` 0/1 matrix taking a 3x3 kernel's taps to the 2x2-block
-    kernel's: row (y, x, a, b, i, j), column (u, v) is 1 where tap (u, v) of output sub-pixel
-    (i, j) reads input sub-pixel (a, b) of the block at offset (y - 1, x - 1).
-    """
-    # taps[d, a, a_out, u]: along one axis, fine row 2Y + a_out + u - 1 is 2 (Y + d - 1) + a.
-    taps = np.zeros((3, 2, 2, 3), np.float32)
-    for d, a, a_out in itertools.product(range(3), range(2), range(2)):
-        u = 2 * (d - 1) + a - a_out + 1
-        if 0 <= u < 3:
-            taps[d, a, a_out, u] = 1.0
-    return np.einsum("yaiu,xbjv->yxabijuv", taps, taps).reshape(144, 9)
-
-
-_S2D_KERNEL_MAP = _space_to_depth_kernel_map()
-
-
-def _conv3x3_space_to_depth(x: Array, kernel: Array) -> Array:
-    """The SAME 3x3 convolution of `x (N, r, r, C)`, run on its 2x2 blocks.
-
-    The same convolution is a 3x3 one over the `(N, r/2, r/2, 4C)` map of 2x2 blocks, with a
-    `(3, 3, 4C, 4C_out)` kernel assembled from `kernel`: 4x the multiply-adds, but XLA's CPU
-    convolutions over 4 channels run far below their rate over 16.
-    """
-    n, r, _, c = x.shape
-    out = kernel.shape[-1]
-    blocks = x.reshape(n, r // 2, 2, r // 2, 2, c).transpose(0, 1, 3, 2, 4, 5)
-    # One product for the whole assembly: the step compiles fewer kernels than a 3-way einsum.
-    block_kernel = (jnp.asarray(_S2D_KERNEL_MAP) @ kernel.reshape(9, c * out)).reshape(
-        3, 3, 2, 2, 2, 2, c, out
-    )
-    block_kernel = block_kernel.transpose(0, 1, 2, 3, 6, 4, 5, 7).reshape(3, 3, 4 * c, 4 * out)
-    y = _conv_same(blocks.reshape(n, r // 2, r // 2, 4 * c), block_kernel)
-    return y.reshape(n, r // 2, r // 2, 2, 2, out).transpose(0, 1, 3, 2, 4, 5).reshape(n, r, r, out)
-
-
-def _spatial(conv: nnx.Conv, x: Array) -> Array:
-    """`conv` (k x k, SAME) of an NHWC map."""
-    if conv.kernel_size == (1, 1):
-        return _pointwise(conv, [x])
-    kernel = conv.kernel[...]
-    _, r, _, c = x.shape
-    if kernel.shape[:2] == (3, 3) and c <= 4 and r >= 32 and r % 2 == 0:
-        y = _conv3x3_space_to_depth(x, kernel)
-    else:
-        y = _conv_same(x, kernel)
-    return y + conv.bias[...][None, None, None, :]
-
-
-# ---------------------------------------------------------------------------------------------
-# Blocks.
 
 
 class Block(nnx.Module):
@@ -310,23 +139,23 @@ class Block(nnx.Module):
 
     def head(self, parts: Sequence[Array]) -> Array:
         """c1 of the (already GELU'd) input parts: the bottleneck `(N, r, r, mid)`."""
-        return _pointwise(self.c1, parts)
+        return pointwise(self.c1, parts)
 
     def tail(self, h: Array) -> Array:
         """c4 of GELU(h): the block's output before the residual."""
-        return _pointwise(self.c4, [jax.nn.gelu(h)])
+        return pointwise(self.c4, [jax.nn.gelu(h)])
 
     def tail_groups(self, h: Array, sizes: Sequence[int]) -> list[Array]:
         """`tail(h)` as output-channel groups of `sizes`."""
-        return _pointwise_groups(self.c4, [jax.nn.gelu(h)], sizes)
+        return pointwise_groups(self.c4, [jax.nn.gelu(h)], sizes)
 
     def __call__(self, x: Array) -> Array:
         h = self.head([jax.nn.gelu(x)])
-        h = _spatial(self.c2, jax.nn.gelu(h))
-        h = _spatial(self.c3, jax.nn.gelu(h))
+        h = spatial_conv(self.c2, jax.nn.gelu(h))
+        h = spatial_conv(self.c3, jax.nn.gelu(h))
         h = self.tail(h)
         if self.residual:
-            h = h + (_pointwise(self.project, [x]) if self.project is not None else x)
+            h = h + (pointwise(self.project, [x]) if self.project is not None else x)
         if self.down > 1:
             n, r, _, c = h.shape
             d = self.down
@@ -365,8 +194,8 @@ class DecoderBlock(nnx.Module):
     def prior_params(self, chain: Array, gelu_context: Array) -> tuple[Array, Array, Array]:
         """`(μ_p, log σ_p, features)` from the prior chain; `gelu_context` is GELU(pa) `(N, P)`."""
         h = self._prior_head(chain, gelu_context)
-        h = _spatial(self.prior.c2, jax.nn.gelu(h))
-        h = _spatial(self.prior.c3, jax.nn.gelu(h))
+        h = spatial_conv(self.prior.c2, jax.nn.gelu(h))
+        h = spatial_conv(self.prior.c3, jax.nn.gelu(h))
         z = self.z_dim
         return tuple(self.prior.tail_groups(h, (z, z, self.prior.c4.out_features - 2 * z)))
 
@@ -383,16 +212,16 @@ class DecoderBlock(nnx.Module):
         `gelu_prior_context` replaces `gelu_context` in the prior (conditioning dropout).
         """
         b = self.posterior.head([jax.nn.gelu(h), gelu_context, jax.nn.gelu(activation)])
-        b = _spatial(self.posterior.c2, jax.nn.gelu(b))
-        b = _spatial(self.posterior.c3, jax.nn.gelu(b))
+        b = spatial_conv(self.posterior.c2, jax.nn.gelu(b))
+        b = spatial_conv(self.posterior.c3, jax.nn.gelu(b))
         mu_q, log_scale_q = self.posterior.tail_groups(b, (self.z_dim, self.z_dim))
         prior_context = gelu_context if gelu_prior_context is None else gelu_prior_context
         return self.prior_params(chain, prior_context), (mu_q, log_scale_q)
 
     def finish(self, h: Array, z: Array, features: Array, context: Array) -> tuple[Array, Array]:
         """The next deterministic state and the next prior-chain state."""
-        h = self.res(h + features + _pointwise(self.z_proj, [z, context]))
-        chain = _pointwise(self.z_feat_proj, [z, features])
+        h = self.res(h + features + pointwise(self.z_proj, [z, context]))
+        chain = pointwise(self.z_feat_proj, [z, features])
         return h, chain
 
 
@@ -419,44 +248,6 @@ def discretized_gaussian_log_likelihood(x: Array, loc: Array, log_scale: Array) 
     cdf_minus = jax.scipy.stats.norm.cdf((x - loc - half_bin) * inv_scale)
     middle = jnp.log(jnp.maximum(cdf_plus - cdf_minus, 1e-12))
     return jnp.where(x < -0.999, upper, jnp.where(x > 0.999, lower_tail, middle))
-
-
-def _threefry2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
-    """The Threefry-2x32 block cipher, 20 rounds (Salmon et al. 2011; jax.random's hash).
-
-    Written out so that XLA fuses it into one elementwise loop: jax.random's CPU lowering
-    rolls the rounds into a while loop that streams the counters through memory five times.
-    """
-    ks = (k0, k1, k0 ^ k1 ^ jnp.uint32(0x1BD11BDA))
-    x0, x1 = x0 + ks[0], x1 + ks[1]
-    for i in range(5):
-        for r in ((13, 15, 26, 6), (17, 29, 16, 24))[i % 2]:
-            x0 = x0 + x1
-            x1 = x0 ^ ((x1 << r) | (x1 >> (32 - r)))
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
-    return x0, x1
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _normals(key: Array, shapes: tuple[tuple[int, ...], ...]) -> list[Array]:
-    """Standard normals of the given shapes, from one fused Threefry pass over counters.
-
-    As `jax.random.normal` maps bits to normals (`sqrt(2) erfinv(u)`, u uniform on (-1, 1)),
-    with the key's two words drawn by `jax.random.bits` (any key implementation works).
-    """
-    sizes = [math.prod(s) for s in shapes]
-    half = (sum(sizes) + 1) // 2
-    k0, k1 = jax.random.bits(key, (2,), jnp.uint32)
-    counter = jax.lax.iota(jnp.uint32, half)
-    bits = jnp.concatenate(_threefry2x32(k0, k1, counter, jnp.zeros_like(counter)))
-    one = jnp.uint32(0x3F800000)  # 1.0f: 23 random mantissa bits give a float in [1, 2)
-    unit = jax.lax.bitcast_convert_type((bits >> 9) | one, jnp.float32) - jnp.float32(1.0)
-    low = jnp.float32(np.nextafter(np.float32(-1.0), np.float32(0.0)))
-    u = jnp.maximum(low, unit * jnp.float32(2.0) - jnp.float32(1.0))
-    flat = jnp.float32(math.sqrt(2.0)) * jax.lax.erf_inv(u)
-    offsets = [0, *itertools.accumulate(sizes)]
-    return [flat[offsets[i] : offsets[i + 1]].reshape(s) for i, s in enumerate(shapes)]
 
 
 # A decoder layer in one of three modes: `layer(block, h, chain, activation, gelu_context,
@@ -569,7 +360,7 @@ class HVAE(nnx.Module):
 
     def _encode(self, x: Array) -> dict[int, Array]:
         """Encoder activations at every resolution (the last block's output there)."""
-        h = _spatial(self.stem, x)
+        h = spatial_conv(self.stem, x)
         activations = {}
         for block in self.enc_blocks:
             h = block(h)
@@ -591,9 +382,9 @@ class HVAE(nnx.Module):
     def _output(self, h: Array) -> tuple[Array, Array]:
         h = jax.nn.gelu(h)
         log_scale = jnp.maximum(
-            _pointwise(self.out_log_scale, [h]), jnp.float32(self.config.min_log_scale)
+            pointwise(self.out_log_scale, [h]), jnp.float32(self.config.min_log_scale)
         )
-        return _pointwise(self.out_loc, [h]), log_scale
+        return pointwise(self.out_loc, [h]), log_scale
 
     def _run(
         self, x: Array | None, context: Array, layer: Layer, inputs: Sequence[Any]
@@ -648,7 +439,7 @@ class HVAE(nnx.Module):
             kl = _gaussian_kl(mu_q, logs_q, mu_p, logs_p)
             return mu_q + jnp.exp(logs_q) * noise, features, kl.reshape(kl.shape[0], -1).sum(-1)
 
-        noise = _normals(key, tuple(self.latent_shapes(x.shape[0])))
+        noise = fused_normals(key, tuple(self.latent_shapes(x.shape[0])))
         loc, log_scale, kls = self._run(x, context, layer, noise)
         log_px = discretized_gaussian_log_likelihood(x, loc, log_scale)
         dims = jnp.float32(math.prod(self.image_shape))
@@ -663,7 +454,7 @@ class HVAE(nnx.Module):
         return [(num, r, r, self.config.z_dim) for r in self.resolutions]
 
     def sample_latent_noise(self, key: Array, num: int) -> list[Array]:
-        return _normals(key, tuple(self.latent_shapes(num)))
+        return fused_normals(key, tuple(self.latent_shapes(num)))
 
     def abduct_latent_noise(self, x: Array, context: Array, key: Array | None) -> list[Array]:
         """ε_l = (z_l - μ_p) / σ_p with z_l the posterior mean (or a draw, given `key`)."""
@@ -677,7 +468,7 @@ class HVAE(nnx.Module):
 
         self._check(x, context)
         shapes = self.latent_shapes(x.shape[0])
-        inputs = [None] * len(shapes) if key is None else _normals(key, tuple(shapes))
+        inputs = [None] * len(shapes) if key is None else fused_normals(key, tuple(shapes))
         return self._run(x, context, layer, inputs)[2]
 
     def decode(self, noise: Sequence[Array], context: Array) -> tuple[Array, Array]:
