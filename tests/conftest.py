@@ -1,10 +1,27 @@
-"""Strict test settings: mistakes in shapes and dtypes surface as errors, not silent casts."""
+"""Strict test settings, and one compilation cache shared by every test and subprocess.
+
+Strict promotion: mistakes in shapes and dtypes surface as errors, not silent casts. The
+persistent compilation cache lets a program compiled once (a tiny HVAE's train step, a
+counterfactual query) load from disk wherever the same program comes back: in another test,
+a notebook kernel or a CLI subprocess. It starts empty in every session.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
 
 import jax
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="causalvision-test-jax-cache-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE  # subprocesses and notebook kernels
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ FORBIDDEN = {
     "nn": ("train", "data", "metrics", "audit", "cli"),
     "losses": ("train", "data", "metrics", "audit", "cli"),
     "data": ("nn", "losses", "train", "metrics", "audit", "cli"),
-    "metrics": ("nn", "losses", "train", "audit", "cli"),
+    "metrics": ("nn", "losses", "data", "train", "audit", "cli"),
     "train": ("metrics", "audit", "cli"),
     "audit": ("cli",),
 }
