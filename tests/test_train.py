@@ -563,8 +563,9 @@ def test_configs_of_causalvision_0_1_are_upgraded_on_load():
     )
     assert deep.model.image.latent_dim == 4 and deep.model.image.encoder_widths == (8, 16)
     assert deep.model.image.context_dim == 12  # filled from the dataset's attributes
-    # 0.1 standardised Morpho parents with hand-set constants; upgraded runs keep them.
+    # 0.1 ordered and standardised the parents as set in code; upgraded runs keep that.
     assert deep.model.standardise == {"thickness": (2.5, 0.65), "intensity": (190.0, 45.0)}
+    assert deep.model.order == ("thickness", "intensity", "digit")
     pendulum = config_from_dict(
         {
             "task": "attribute_predictor",
@@ -577,3 +578,22 @@ def test_configs_of_causalvision_0_1_are_upgraded_on_load():
     assert pendulum.model.standardise == "data"  # 0.1 predictors standardised by their data
     with pytest.raises(ValueError, match="newer than this causalvision"):
         config_from_dict({"version": 99, "task": "deep_scm"})
+
+
+def test_a_run_of_causalvision_0_1_restores_to_the_same_answers(tmp_path):
+    """tests/data/v1_deep_scm: a run written by 0.1 (old config layout, hand-set parent
+    standardisation) loads and answers as the 0.1 code did (see its README)."""
+    from causalvision.audit import held_out_examples, load_deep_scm, model_counterfactual
+    from causalvision.data import MorphoDigits
+
+    run = tmp_path / "run"
+    shutil.copytree(pathlib.Path(__file__).parent / "data" / "v1_deep_scm", run)
+    assert "version" not in json.loads((run / "config.json").read_text())
+    config, _, scm = load_deep_scm(run)
+    assert config.model.standardise == {"thickness": (2.5, 0.65), "intensity": (190.0, 45.0)}
+    assert config.model.order == ("thickness", "intensity", "digit")  # 0.1's context columns
+    examples = held_out_examples(config, 4)
+    cf = model_counterfactual(scm, examples, {"thickness": 3.0}, MorphoDigits())
+    expected = np.load(run / "expected.npz")
+    np.testing.assert_allclose(np.asarray(cf["intensity"]), expected["intensity"], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(cf["image"]), expected["image"], atol=1e-2)

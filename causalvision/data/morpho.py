@@ -304,11 +304,11 @@ class MorphoDigits:
     attributes = ATTRIBUTES
     image_shape = (SIZE, SIZE, 1)
     pixel_scale = 1.0  # renders in [0, 255]
-    #: The parents' standardisation of causalvision 0.1 deep SCMs (hand-set), which their
-    #: upgraded runs keep (`causalvision.train.upgrade_config`).
-    standardise_v1: ClassVar[dict[str, tuple[float, float]]] = {
-        "thickness": (2.5, 0.65),
-        "intensity": (190.0, 45.0),
+    #: How causalvision 0.1 deep SCMs read the attributes (in this order, standardised with
+    #: these hand-set constants), which their upgraded runs keep (`upgrade_config`).
+    deep_scm_v1: ClassVar[dict[str, Any]] = {
+        "order": ("thickness", "intensity", "digit"),
+        "standardise": {"thickness": (2.5, 0.65), "intensity": (190.0, 45.0)},
     }
     exogenous: ClassVar[dict[str, Any]] = {
         "style": {"slant": (), "width": (), "offset": (2,), "jitter": (NUM_POINTS, 2)}

@@ -131,8 +131,9 @@ def upgrade_config(values: Mapping[str, Any]) -> dict[str, Any]:
 
     Version 1 (no "version" key, causalvision 0.1): a dataset's image size was
     `data.image_size` (now one of `data.options`, for datasets that take it); a deep SCM's
-    image-model settings sat beside its own in `model`, and it standardised its parents with
-    constants fixed in code (now the dataset's `standardise_v1`, kept in `model.standardise`);
+    image-model settings sat beside its own in `model`, and it ordered and standardised its
+    parents as fixed in code (the dataset's `deep_scm_v1`, kept in `model.order` and
+    `model.standardise`);
     attribute predictors standardised their targets by the data (`model.standardise`).
     Upgraded runs restore to the same model.
     """
@@ -153,7 +154,9 @@ def upgrade_config(values: Mapping[str, Any]) -> dict[str, Any]:
         own = {"image_model", "prior_dropout"}
         values["model"] = {k: v for k, v in model.items() if k in own}
         values["model"]["image"] = {k: v for k, v in model.items() if k not in own}
-        values["model"]["standardise"] = dict(getattr(dataset, "standardise_v1", {}))
+        legacy = getattr(dataset, "deep_scm_v1", {})
+        values["model"]["order"] = list(legacy.get("order", ()))
+        values["model"]["standardise"] = dict(legacy.get("standardise", {}))
     elif task == "attribute_predictor":
         values["model"] = {**model, "standardise": "data"}
     return values

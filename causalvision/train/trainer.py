@@ -78,11 +78,20 @@ class Task:
     trainable_groups: tuple[str, ...] | None = None
 
 
+# The training and evaluation streams branch off the seed's key at tags no count of
+# initialisation draws reaches (`nnx.Rngs(key)` draws with fold_in(key, 0), (key, 1), ...).
+_STREAM_TAGS = {"train": 2**31 - 1, "eval": 2**31 - 2}
+
+
 def prng_streams(seed: int) -> dict[str, jax.Array]:
-    """Independent keys for "init" (parameters), "train" (step k: `fold_in(key, k)`) and
-    "eval" from one seed, so no initialisation draw ever equals a training draw."""
+    """Keys of three independent streams from one seed: "init" (the parameters, drawn by
+    `nnx.Rngs(key)` as `nnx.Rngs(seed)` draws them), "train" (step k uses
+    `fold_in(key, k)`) and "eval", so no initialisation draw ever equals a training draw."""
     root = jax.random.key(seed)
-    return {name: jax.random.fold_in(root, k) for k, name in enumerate(("init", "train", "eval"))}
+    return {
+        "init": root,
+        **{name: jax.random.fold_in(root, tag) for name, tag in _STREAM_TAGS.items()},
+    }
 
 
 @dataclasses.dataclass

@@ -40,6 +40,8 @@ class DeepSCMSettings:
       prior_dropout: `{parent: p}`, `DeepSCM`'s conditioning dropout (e.g. `{"digit": 1/3}`).
       flow_layers: bijectors of each attribute flow.
       standardise: `{attribute: (offset, scale)}` replacing the dataset's standardisation.
+      order: the attributes in the order the model reads them (parents first); default the
+        dataset's. The image model's context columns follow it.
     """
 
     image_model: str = "hvae"
@@ -47,6 +49,7 @@ class DeepSCMSettings:
     prior_dropout: dict[str, float] = dataclasses.field(default_factory=dict)
     flow_layers: tuple[str, ...] = ("spline", "affine")
     standardise: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    order: tuple[str, ...] = ()
 
     def __post_init__(self):
         model_type = image_model_type(self.image_model)
@@ -65,26 +68,30 @@ def image_model_type(name: str) -> type:
     return model_type
 
 
-def attribute_specs(dataset: Dataset, standardise: dict[str, Any]) -> tuple[Attribute, ...]:
-    """The dataset's attribute specs, with `standardise` replacing theirs by name."""
-    unknown = sorted(set(standardise) - set(dataset.attributes))
+def attribute_specs(dataset: Dataset, settings: DeepSCMSettings) -> tuple[Attribute, ...]:
+    """The dataset's attribute specs in `settings.order`, with `settings.standardise`."""
+    known = list(dataset.attributes)
+    unknown = sorted(set(settings.standardise) - set(known))
     if unknown:
         raise ValueError(
-            f"model.standardise: {unknown} are not attributes of {dataset.name!r}; "
-            f"known: {list(dataset.attributes)}"
+            f"model.standardise: {unknown} are not attributes of {dataset.name!r}; known: {known}"
         )
+    order = settings.order or tuple(known)
+    if sorted(order) != sorted(known):
+        raise ValueError(f"model.order: expected an order of {known}, got {list(order)}")
+    specs = {spec.name: spec for spec in dataset.attribute_specs}
     return tuple(
-        dataclasses.replace(spec, standardise=tuple(standardise[spec.name]))
-        if spec.name in standardise
-        else spec
-        for spec in dataset.attribute_specs
+        dataclasses.replace(specs[name], standardise=tuple(settings.standardise[name]))
+        if name in settings.standardise
+        else specs[name]
+        for name in order
     )
 
 
 def complete(config: Config, settings: DeepSCMSettings) -> DeepSCMSettings:
     """The image model's image shape and context width, from the dataset."""
     dataset = dataset_of(config.data)
-    specs = attribute_specs(dataset, settings.standardise)
+    specs = attribute_specs(dataset, settings)
     image = dataclasses.replace(
         settings.image,
         image_shape=tuple(dataset.image_shape),
@@ -95,7 +102,7 @@ def complete(config: Config, settings: DeepSCMSettings) -> DeepSCMSettings:
 
 def build_model(config: Config) -> Any:
     settings: DeepSCMSettings = config.model
-    specs = attribute_specs(dataset_of(config.data), settings.standardise)
+    specs = attribute_specs(dataset_of(config.data), settings)
     model_type = image_model_type(settings.image_model)
 
     def init_model(rngs: nnx.Rngs) -> DeepSCM:
