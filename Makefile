@@ -33,8 +33,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# One pytest worker per core; a test file stays on one worker, so its fixtures (a trained
+# tiny run) are built once. Workers share the session's compilation cache (tests/conftest.py).
+PYTEST_ARGS := -q -n auto --dist loadfile
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/scm_queries.py

@@ -36,7 +36,7 @@ Run:
     .venv/bin/python benchmarks/deep_scm_throughput.py --causal-gen /tmp/causal-gen
     .venv/bin/python benchmarks/deep_scm_throughput.py --quick --output /tmp/dst.json
 
-`--quick` is a smoke run: a tiny HVAE (three resolutions, one block each), batch 4, one
+`--quick` is a smoke run: `HVAEConfig.tiny` (two resolutions, one block each), batch 4, one
 round of one step, peers only if `--causal-gen` is given. Results are printed as a table and
 written as JSON (default `benchmarks/results/deep_scm_throughput.json`). JAX runs on the CPU
 unless JAX_PLATFORMS says otherwise; XLA uses all cores. On a shared machine rates vary by
@@ -205,9 +205,7 @@ def run_peer(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
 def quick_config():
     from causalvision.nn.hvae import HVAEConfig
 
-    return HVAEConfig(
-        widths=(8, 16, 16), encoder="32b1d4,8b1d8,1b1", decoder="1b1,8b1,32b1", z_dim=4
-    )
+    return HVAEConfig.tiny((32, 32, 1), 12)
 
 
 def morpho_batch(size: int, seed: int = 0):

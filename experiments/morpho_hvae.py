@@ -60,7 +60,7 @@ def get_config(preset: str = "default") -> Config:
     if preset == "tiny":  # seconds, for tests
         config.data.size, config.data.eval_size = 128, 32
         config.model["image"].update(
-            widths=(8, 16, 16), encoder="32b1d4,8b1d8,1b1", decoder="1b1,8b1,32b1", z_dim=4
+            widths=(8, 16), encoder="32b1d32,1b1", decoder="1b1,32b1", z_dim=4
         )
         t = config.trainer
         t.num_steps, t.batch_size, t.warmup_steps = 6, 16, 2

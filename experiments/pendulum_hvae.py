@@ -62,9 +62,9 @@ def get_config(preset: str = "default") -> Config:
         config.data.size, config.data.eval_size = 128, 32
         config.data.options = {"image_size": 32}
         config.model["image"] = {
-            "widths": (8, 16, 16),
-            "encoder": "32b1d4,8b1d8,1b1",
-            "decoder": "1b1,8b1,32b1",
+            "widths": (8, 16),
+            "encoder": "32b1d32,1b1",
+            "decoder": "1b1,32b1",
             "z_dim": 4,
         }
         t = config.trainer

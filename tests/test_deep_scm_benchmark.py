@@ -28,4 +28,4 @@ def test_deep_scm_throughput_benchmark_runs_and_reports_positive_rates(tmp_path)
     assert rows[("train step", "causalvision")]["restart_compile_s"] > 0
     assert rows[("train step", "causal-gen (PyTorch)")]["note"].startswith("skipped")
     assert result["matmul_peak"]["flop_rate"] > 0
-    assert result["model"]["params"] == 15_172  # the tiny --quick HVAE
+    assert result["model"]["params"] == 11_160  # HVAEConfig.tiny, the --quick HVAE

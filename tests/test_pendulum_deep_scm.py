@@ -17,7 +17,8 @@ ATTRIBUTES = ("angle", "light", "shadow_length", "shadow_position")
 
 def test_train_then_evaluate_against_the_exact_counterfactuals(tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli_main(["train", f"{EXPERIMENT}:tiny", "--workdir", str(run)]) == 0
+    command = ["train", f"{EXPERIMENT}:tiny", "--workdir", str(run)]
+    assert cli_main([*command, "--set", "trainer.eval_every=None"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["image"]["image_shape"] == [32, 32, 3]  # from the dataset
     assert config["model"]["image"]["context_dim"] == 4  # four continuous parents

@@ -75,13 +75,13 @@ class HVAEConfig:
 
     @classmethod
     def tiny(cls, image_shape: tuple[int, int, int], context_dim: int) -> HVAEConfig:
-        """A three-layer ladder that compiles in seconds (tests, smoke runs); side 32."""
+        """A two-layer ladder (32x32 and 1x1) that compiles in seconds: tests, smoke runs."""
         return cls(
             image_shape=tuple(image_shape),
             context_dim=context_dim,
-            widths=(8, 16, 16),
-            encoder="32b1d4,8b1d8,1b1",
-            decoder="1b1,8b1,32b1",
+            widths=(8, 16),
+            encoder="32b1d32,1b1",
+            decoder="1b1,32b1",
             z_dim=4,
         )
 

@@ -9,7 +9,7 @@ found by the lookup rule of `causalvision.lookup`; nothing registers itself on i
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from flax import nnx
@@ -39,8 +39,9 @@ class TaskSpec:
       build: `config -> Task`, the model with its loss and data, to train.
       build_model: `config -> (rngs -> model)`, the model alone, to restore a trained run
         without reading its data.
-      complete: `config -> settings`, the typed settings with whatever they derive from the
-        data filled in (e.g. an image model's image shape); default: the settings as given.
+      complete: `(config, settings) -> settings`, the typed settings with whatever they
+        derive from the data filled in (e.g. an image model's image shape); default: the
+        settings as given.
       evals: `config -> {name: {"type": ..., **settings}}`, the evaluators
         `causalvision evaluate` runs when the config names none.
     """
@@ -53,14 +54,10 @@ class TaskSpec:
 
     def complete_config(self, config: Config) -> Config:
         """`config` with typed, completed model settings (a new `Config`)."""
-        settings = structure(self.settings, _plain(config.model), "model")
+        settings = structure(self.settings, config.model, "model")
         if self.complete is not None:
             settings = self.complete(config, settings)
         return dataclasses.replace(config, model=settings)
-
-
-def _plain(model: Any) -> Any:
-    return dict(model) if isinstance(model, Mapping) else model
 
 
 def get_task(name: str) -> TaskSpec:
