@@ -13,7 +13,8 @@ def test_scm_queries_benchmark_runs_and_its_exact_answers_are_exact(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks" / "scm_queries.py"), "--n", "1000",
                "--inference-n", "50", "--svi-steps", "20", "--repeats", "2", "--skip-peers",
                "--output", str(output)]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     rows = {(r["query"], r["library"]): r for r in json.loads(output.read_text())["rows"]}
     for query in ("exact cf, 3-node", "exact cf, 20-node"):
         ours = rows[(query, "causalvision")]
