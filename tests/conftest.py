@@ -14,6 +14,13 @@ import tempfile
 import jax
 import pytest
 
+# Set by this file for the session; benchmarks time compilation, so they run without it.
+CACHE_VARIABLES = (
+    "JAX_COMPILATION_CACHE_DIR",
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+    "JAX_COMPILATION_CACHE_MAX_SIZE",
+)
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
@@ -25,6 +32,16 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     # Every program, not only those over 1 s: tiny models compile in many short programs.
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # A size bound turns on the cache's file lock: parallel workers and their subprocesses
+    # then never read an entry that another process is still writing.
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 << 30)
+    jax.config.update("jax_compilation_cache_max_size", 8 << 30)
+
+
+@pytest.fixture
+def uncached_env() -> dict[str, str]:
+    """The environment without the session's compilation cache (for benchmark subprocesses)."""
+    return {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
 
 
 @pytest.fixture

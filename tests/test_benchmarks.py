@@ -8,12 +8,12 @@ import sys
 ROOT = pathlib.Path(__file__).parents[1]
 
 
-def test_scm_queries_benchmark_runs_and_its_exact_answers_are_exact(tmp_path):
+def test_scm_queries_benchmark_runs_and_its_exact_answers_are_exact(tmp_path, uncached_env):
     output = tmp_path / "scm_queries.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "scm_queries.py"), "--n", "1000",
                "--inference-n", "50", "--svi-steps", "20", "--repeats", "2", "--skip-peers",
                "--output", str(output)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=uncached_env)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {(r["query"], r["library"]): r for r in json.loads(output.read_text())["rows"]}
     for query in ("exact cf, 3-node", "exact cf, 20-node"):

@@ -8,11 +8,11 @@ import sys
 ROOT = pathlib.Path(__file__).parents[1]
 
 
-def test_data_throughput_benchmark_runs_and_reports_positive_rates(tmp_path):
+def test_data_throughput_benchmark_runs_and_reports_positive_rates(tmp_path, uncached_env):
     output = tmp_path / "data_throughput.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "data_throughput.py"), "--quick",
                "--output", str(output)]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    subprocess.run(command, check=True, capture_output=True, timeout=300, env=uncached_env)
     result = json.loads(output.read_text())
     rows = {(r["stage"], r["what"]): r for r in result["rows"]}
     expected = {

@@ -8,11 +8,13 @@ import sys
 ROOT = pathlib.Path(__file__).parents[1]
 
 
-def test_deep_scm_throughput_benchmark_runs_and_reports_positive_rates(tmp_path):
+def test_deep_scm_throughput_benchmark_runs_and_reports_positive_rates(tmp_path, uncached_env):
     output = tmp_path / "deep_scm_throughput.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "deep_scm_throughput.py"), "--quick",
                "--output", str(output)]  # fmt: skip
-    done = subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        command, check=True, capture_output=True, text=True, timeout=600, env=uncached_env
+    )
     assert "causal-gen: skipped: pass --causal-gen PATH" in done.stdout
     result = json.loads(output.read_text())
     rows = {(r["what"], r["library"]): r for r in result["rows"]}
