@@ -3,7 +3,10 @@
 Strict promotion: mistakes in shapes and dtypes surface as errors, not silent casts. The
 persistent compilation cache lets a program compiled once (a tiny HVAE's train step, a
 counterfactual query) load from disk wherever the same program comes back: in another test,
-a notebook kernel or a CLI subprocess. It starts empty in every session.
+a notebook kernel or a CLI subprocess. It starts empty in every session. Parallel workers
+share it without a lock (JAX's lock comes with size-bounded eviction, which rescans the
+directory on every write: 80 s more for the suite); an entry read while another process
+writes it fails to decompress, and JAX then warns and compiles instead.
 """
 
 import atexit
@@ -18,7 +21,6 @@ import pytest
 CACHE_VARIABLES = (
     "JAX_COMPILATION_CACHE_DIR",
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-    "JAX_COMPILATION_CACHE_MAX_SIZE",
 )
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -32,10 +34,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     # Every program, not only those over 1 s: tiny models compile in many short programs.
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    # A size bound turns on the cache's file lock: parallel workers and their subprocesses
-    # then never read an entry that another process is still writing.
-    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(8 << 30)
-    jax.config.update("jax_compilation_cache_max_size", 8 << 30)
 
 
 @pytest.fixture

@@ -342,26 +342,20 @@ def evaluate_counterfactuals(
     examples: Mapping[str, Any],
     *,
     key: Array,
-    dataset: Any = None,
-    oracle: Oracle | Mapping[str, Oracle] | None = None,
-    parents_fn: ParentsFn | None = None,
-    interventions: Sequence[str] | None = None,
-    random_subset: bool = True,
-    marginals: Mapping[str, Any] | None = None,
-    bins: int = 10,
     composition_cycles: int = 10,
     reversibility_cycles: int = 5,
-    batch_size: int | None = None,
-    quantize: bool = True,
+    **settings: Any,
 ) -> dict[str, float]:
     """The causal-gen evaluation protocol (REFERENCE §3.3) plus the axiomatic metrics, one seed.
 
-    The five counterfactual evaluators on one `CounterfactualSubject` (see there for the
-    arguments): composition once; per intervention "do(node)" (and "do(random)") the
-    effectiveness, reversibility and, with a `dataset`, the ground-truth error;
-    commutativity for every pair of single-node interventions whose counterfactual parents
-    commute (parents_fn gives the same parents in both orders), since only those should give
-    the same image. `oracle` must be given when the dataset has no `measure`.
+    The five counterfactual evaluators on one `CounterfactualSubject(cf_fn, examples,
+    key=key, **settings)` (see there for `dataset`, `oracle`, `parents_fn`, `interventions`,
+    `random_subset`, `marginals`, `bins`, `batch_size`, `quantize`): composition once; per
+    intervention "do(node)" (and "do(random)") the effectiveness, reversibility and, with a
+    `dataset`, the ground-truth error; commutativity for every pair of single-node
+    interventions whose counterfactual parents commute (parents_fn gives the same parents in
+    both orders), since only those should give the same image. An `oracle` must be given
+    when the dataset has no `measure`.
 
     Returns:
       A flat dict of floats: "num_examples"; "composition_l1_k" (and "_std"), k = 1..cycles;
@@ -370,27 +364,15 @@ def evaluate_counterfactuals(
       "commutativity/do(a),do(b)/l1". Every value has a "_std" companion (over images)
       except the floors.
     """
-    if oracle is None and getattr(dataset, "measure", None) is None:
-        _oracles(oracle, dataset)  # raises: the protocol needs some oracle
-    subject = CounterfactualSubject(
-        cf_fn,
-        examples,
-        key=key,
-        dataset=dataset,
-        oracle=oracle,
-        parents_fn=parents_fn,
-        interventions=interventions,
-        random_subset=random_subset,
-        marginals=marginals,
-        bins=bins,
-        batch_size=batch_size,
-        quantize=quantize,
-    )
+    dataset = settings.get("dataset")
+    if settings.get("oracle") is None and getattr(dataset, "measure", None) is None:
+        _oracles(None, dataset)  # raises: the protocol needs some oracle
+    subject = CounterfactualSubject(cf_fn, examples, key=key, **settings)
     evals = {
         **COUNTERFACTUAL_PROTOCOL,
         "composition": {"type": "composition", "cycles": composition_cycles},
         "reversibility": {"type": "reversibility", "cycles": reversibility_cycles},
     }
     metrics = {"num_examples": float(subject.num)}
-    metrics.update({key: value for _, key, value in run_evaluators(evals, subject)})
+    metrics.update({name: value for _, name, value in run_evaluators(evals, subject)})
     return metrics
