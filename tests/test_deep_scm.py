@@ -259,6 +259,10 @@ def test_counterfactual_training_tunes_only_the_image_mechanism(
     changed = {k for k, v in before.items() if not np.array_equal(tuned[k], v)}
     assert changed and all(k.startswith("deep/image_model/") for k in changed)
     assert float(tuned["multiplier_raw"]) != 0.0  # the multiplier trains too
+    # A tuned run is a deep SCM for the audit and `causalvision evaluate`.
+    _, tuned_model, scm = load_deep_scm(tmp_path)
+    assert type(tuned_model).__name__ == "CounterfactualTuner"
+    assert scm.nodes == result.model.scm().nodes
 
 
 def test_counterfactual_nll_matches_whole_batch_counterfactuals_per_parent(

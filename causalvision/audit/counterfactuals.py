@@ -45,11 +45,16 @@ def held_out_examples(config: Config, num: int, seed_offset: int = 2) -> dict[st
     Returns the attributes `(N,)`, the dataset's exogenous fields and "image" `(N, H, W, C)`
     float32 on the uint8 storage grid.
     """
-    num = check_int(num, "n", 1)
-    source = GeneratedSource(dataset_of(config.data), num, seed=config.data.seed + seed_offset)
-    batch = stack_examples([source[i] for i in range(num)])
+    batch = _stored_held_out(config, num, seed_offset)
     batch["image"] = batch["image"].astype(np.float32)
     return batch
+
+
+def _stored_held_out(config: Config, num: int, seed_offset: int = 2) -> dict[str, Any]:
+    """`held_out_examples` as stored: uint8 images."""
+    num = check_int(num, "n", 1)
+    source = GeneratedSource(dataset_of(config.data), num, seed=config.data.seed + seed_offset)
+    return stack_examples([source[i] for i in range(num)])
 
 
 def parse_do(text: str, dataset: Dataset) -> dict[str, float]:
@@ -188,18 +193,17 @@ def evaluate_run(
     out.mkdir(parents=True, exist_ok=True)
     config, _, scm = load_deep_scm(workdir, **image_options)
     dataset = dataset_of(config.data)
-    examples = held_out_examples(config, num)
+    # Stored uint8 images: float ones would be read as renders on the dataset's own scale.
+    examples = _stored_held_out(config, num)
     oracles = {}
     if dataset.measure is not None:
         oracles["measured"] = dataset.measure
     if oracle_workdir is not None:
         oracles["predicted"] = attribute_oracle(oracle_workdir)
     evals = evals or config.evals or _default_evals(config)
-    # Storage images: float ones would be read as renders on the dataset's own scale.
-    stored = {**examples, "image": examples["image"].astype(np.uint8)}
     subject = CounterfactualSubject(
         image_counterfactual_fn(scm, dataset),
-        stored,
+        examples,
         key=jax.random.key(seed),
         dataset=dataset,
         oracle=oracles or None,

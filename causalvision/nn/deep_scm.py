@@ -218,6 +218,10 @@ class CounterfactualTuner(nnx.Module):
         self.predictor = predictor
         self.multiplier_raw = nnx.Param(jnp.zeros((), jnp.float32))
 
+    def scm(self, **image_options: Any) -> SCM:
+        """The tuned deep SCM as an ordinary `SCM` (see `DeepSCM.scm`)."""
+        return self.deep.scm(**image_options)
+
     def parameter_groups(self) -> dict[str, Any]:
         """ "image" (the deep SCM's image model), "multiplier" and "frozen" (everything else)."""
         image = self.deep.parameter_groups()["image"]

@@ -293,7 +293,8 @@ def _initial_state(task: Task, config: TrainerConfig, mesh) -> tuple[nnx.GraphDe
     """
     streams = prng_streams(config.seed)
     model = task.init_model(nnx.Rngs(streams["init"]))
-    trainable, labels, groups = _trainable(task, model)
+    trainable, groups = _trainable(task, model)
+    labels = _group_labels(model, trainable, groups) if config.param_groups else None
     optimizer = nnx.Optimizer(model, make_optimizer(config, labels, groups), wrt=trainable)
     graphdef, model_opt = nnx.split((model, optimizer))
     state = {
@@ -308,26 +309,27 @@ def _initial_state(task: Task, config: TrainerConfig, mesh) -> tuple[nnx.GraphDe
     return graphdef, distributed.put_state(state, shardings), shardings
 
 
-def _trainable(task: Task, model: nnx.Module) -> tuple[Any, Any, dict[str, Any] | None]:
-    """The filter of trained variables, their parameter-group labels and the model's groups.
-
-    Labels are a pytree of group names shaped like the trained state (None if the model
-    names no groups): the first group whose filter matches a parameter is its group.
-    """
+def _trainable(task: Task, model: nnx.Module) -> tuple[Any, dict[str, Any] | None]:
+    """The filter of the trained variables, and the model's trained parameter groups (None if
+    it names none)."""
     groups = model.parameter_groups() if hasattr(model, "parameter_groups") else None
-    trainable = task.trainable
-    if task.trainable_groups is not None:
-        if groups is None:
-            raise ValueError(f"trainable_groups: {type(model).__name__} names no parameter groups")
-        unknown = sorted(set(task.trainable_groups) - set(groups))
-        if unknown:
-            raise ValueError(f"trainable_groups: {unknown} are not groups of {sorted(groups)}")
-        trainable = nnx.Any(*(groups[name] for name in task.trainable_groups))
-        groups = {name: groups[name] for name in task.trainable_groups}
+    if task.trainable_groups is None:
+        return task.trainable, groups
     if groups is None:
-        return trainable, None, None
+        raise ValueError(f"trainable_groups: {type(model).__name__} names no parameter groups")
+    unknown = sorted(set(task.trainable_groups) - set(groups))
+    if unknown:
+        raise ValueError(f"trainable_groups: {unknown} are not groups of {sorted(groups)}")
+    groups = {name: groups[name] for name in task.trainable_groups}
+    return nnx.Any(*groups.values()), groups
+
+
+def _group_labels(model: nnx.Module, trainable: Any, groups: dict[str, Any] | None) -> Any:
+    """A pytree of group names shaped like the trained state: the first group whose filter
+    matches a parameter is its group (None if the model names no groups)."""
+    if groups is None:
+        return None
     predicates = {name: nnx.filterlib.to_predicate(f) for name, f in groups.items()}
-    flat = nnx.to_flat_state(nnx.state(model, trainable))
 
     def label(path, variable):
         for name, predicate in predicates.items():
@@ -335,8 +337,8 @@ def _trainable(task: Task, model: nnx.Module) -> tuple[Any, Any, dict[str, Any] 
                 return name
         raise ValueError(f"parameter_groups: {'/'.join(map(str, path))} is in no group")
 
-    labels = nnx.from_flat_state([(path, label(path, v)) for path, v in flat])
-    return trainable, labels, groups
+    flat = nnx.to_flat_state(nnx.state(model, trainable))
+    return nnx.from_flat_state([(path, label(path, v)) for path, v in flat])
 
 
 def _result(graphdef: nnx.GraphDef, state: dict, step: int, workdir: pathlib.Path) -> TrainResult:
@@ -357,10 +359,8 @@ def _check_trainer_config(config: TrainerConfig) -> None:
         check_int(config.eval_every, "trainer.eval_every", 1)
     if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
         raise ValueError(f"trainer.ema_decay: expected in (0, 1) or None, got {config.ema_decay}")
-    if not config.learning_rate > 0:
-        raise ValueError(f"trainer.learning_rate: expected > 0, got {config.learning_rate}")
-    learning_rate_schedule(config)  # validates the schedule name
-    make_optimizer(dataclasses.replace(config, param_groups={}))  # ... and the optimiser's
+    # The rule's name, learning rate, schedule and clipping, before any data is read.
+    make_optimizer(dataclasses.replace(config, param_groups={}))
 
 
 def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) -> Callable:
