@@ -179,27 +179,53 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `causalvision` command; returns the exit status."""
+    """Entry point of the `causalvision` command; returns the exit status.
+
+    Expected failures (bad input, a busy or unwritable workdir, a full disk, a run that
+    diverged) print one line and return 2 (130 when interrupted); a traceback means a bug.
+    """
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except ValueError as error:  # bad input: one clear line, no traceback
-        print(f"causalvision: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("causalvision: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if not _expected(error):
+            raise
+        print(f"causalvision: error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _expected(error: Exception) -> bool:
+    """Bad input (ValueError), the machine's refusal (OSError: a read-only directory, a full
+    disk) and a diverged run are the user's to fix; anything else is a bug of ours."""
+    if isinstance(error, ValueError | OSError):
+        return True
+    train = sys.modules.get("causalvision.train.trainer")  # loaded if training ran at all
+    return train is not None and isinstance(error, train.NonFiniteLossError)
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror and not isinstance(error.args[0], str):
+        # "[Errno 28] No space left on device: 'runs/x/metrics.jsonl'" reads better as
+        # "runs/x/metrics.jsonl: No space left on device".
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def console() -> None:
     """The installed `causalvision` program: `main` with a persistent compilation cache.
 
     Set here, not in `main`, so that calling `main` from Python leaves JAX's configuration
-    to the caller; JAX_COMPILATION_CACHE_DIR, if set, wins.
+    to the caller; JAX_COMPILATION_CACHE_DIR, if set, wins. Set through the environment so
+    that JAX is not imported before a command needs it (`--help` answers at once).
     """
     default = pathlib.Path.home() / ".cache" / "causalvision" / "jax"
     cache = os.environ.get("CAUSALVISION_CACHE_DIR", str(default))
-    if cache and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-        import jax  # already imported by the package; nothing has been compiled yet
-
-        jax.config.update("jax_compilation_cache_dir", cache)
+    if cache:
+        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
     raise SystemExit(main())
 
 

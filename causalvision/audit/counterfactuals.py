@@ -15,7 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from causalvision.data import Dataset, GeneratedSource, quantize_image, stack_examples
+from causalvision.data import (
+    Dataset,
+    GeneratedSource,
+    check_attributes,
+    quantize_image,
+    stack_examples,
+)
 from causalvision.metrics import CounterfactualSubject, batched, run_evaluators
 from causalvision.scm import SCM
 from causalvision.train import Config, get_task, load_run
@@ -71,6 +77,7 @@ def parse_do(text: str, dataset: Dataset) -> dict[str, float]:
             out[name] = float(value)
         except ValueError as error:
             raise ValueError(f"--do: {name}={value!r} is not a number") from error
+    check_attributes(dataset.attribute_specs, out, "--do")  # e.g. digit=3.7 is no class
     return out
 
 

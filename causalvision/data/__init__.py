@@ -1,6 +1,6 @@
 """Synthetic datasets whose generator is a known SCM, so every image has an exact counterfactual."""
 
-from causalvision.data.dataset import DATASETS, Dataset, get_dataset
+from causalvision.data.dataset import DATASETS, Dataset, check_attributes, get_dataset
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
 from causalvision.data.pipeline import ArraySource, make_pipeline
@@ -42,6 +42,7 @@ __all__ = [
     "PendulumBuilder",
     "build_dataset",
     "celeba_source",
+    "check_attributes",
     "dataset_features",
     "get_dataset",
     "load_source",

@@ -20,7 +20,7 @@ import numpy as np
 from causalvision.lookup import resolve
 from causalvision.scm import SCM, Attribute
 
-__all__ = ["DATASETS", "Dataset", "get_dataset", "storage_dtypes"]
+__all__ = ["DATASETS", "Dataset", "check_attributes", "get_dataset", "storage_dtypes"]
 
 #: Built-in datasets by name (module paths, imported when first looked up).
 DATASETS: dict[str, str] = {
@@ -53,6 +53,9 @@ class Dataset(Protocol):
       sample(key, num): `num` examples: attributes `(N,)`, the exogenous fields and "image".
       render(example): images `(N, H, W, C)` of attributes plus exogenous fields.
       counterfactual(example, do): the example re-rendered under `do`, exactly (same noise).
+
+    `render` and `counterfactual` refuse attribute values outside their specs' supports
+    (`check_attributes`): a renderer handed such a value draws something else.
     """
 
     name: str
@@ -104,3 +107,45 @@ def storage_dtypes(dataset: Dataset) -> dict[str, Any]:
         spec.name: np.dtype(np.int64) if spec.categorical else np.dtype(np.float32)
         for spec in dataset.attribute_specs
     }
+
+
+def check_attributes(
+    specs: tuple[Attribute, ...], values: Mapping[str, Any], argument: str
+) -> None:
+    """Refuse the `values` (attribute -> scalar or `(N,)`) a dataset cannot render.
+
+    A categorical value must be a whole number in [0, num_classes); a continuous one finite
+    and inside its spec's support (open bounds). Attributes absent from `values` are not
+    checked. Raises `ValueError` naming `argument[attribute]`, the support and some offenders.
+    """
+    for spec in specs:
+        if spec.name not in values:
+            continue
+        value = np.asarray(values[spec.name])
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+            raise ValueError(
+                f"{argument}[{spec.name!r}]: expected numbers, got dtype {value.dtype}"
+            )
+        value = value.astype(np.float64)
+        ok, expected = _in_support(spec, value)
+        if not ok.all():
+            raise ValueError(
+                f"{argument}[{spec.name!r}]: {int((~ok).sum())} value(s) outside the support, "
+                f"expected {expected}, got e.g. {value[~ok].ravel()[:3].tolist()}"
+            )
+
+
+def _in_support(spec: Attribute, value: np.ndarray) -> tuple[np.ndarray, str]:
+    """Which entries of `value` lie in `spec`'s support, and the support in words."""
+    finite = np.isfinite(value)
+    if spec.categorical:
+        whole = finite & (value == np.round(value))
+        return whole & (value >= 0) & (value < spec.num_classes), (
+            f"a class in {{0, ..., {spec.num_classes - 1}}}"
+        )
+    if spec.support is None:
+        return finite, "a finite number"
+    if spec.support[0] == "positive":
+        return finite & (value > spec.support[1]), f"a finite number > {spec.support[1]}"
+    low, high = spec.support[1], spec.support[2]
+    return finite & (value > low) & (value < high), f"a number in ({low}, {high})"

@@ -44,6 +44,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import AffineTransform, SigmoidTransform
 
+from causalvision.data.dataset import check_attributes
 from causalvision.scm import (
     SCM,
     Attribute,
@@ -83,6 +84,7 @@ MIN_THICKNESS = 0.5
 RIDGE_DROP = 0.5  # a ridge pixel rises this far above a neighbour (upscaled pixels)
 RIDGE_VOTES = 2  # ... along at least this many of the 4 directions
 RIDGE_MIN = 1.5  # and is no boundary pixel (staircase corners are spurious maxima)
+MIN_CONTRAST = 1.0  # grey levels between an image's darkest and brightest pixel to measure it
 
 # Stroke width (pixels) = WIDTH_SLOPE * t + WIDTH_BIAS, calibrated so that `measure` returns t
 # on average (the distance transform counts to background pixel centres, hence a bias).
@@ -133,6 +135,13 @@ POINTS, CONNECT = _skeleton_table()
 NUM_POINTS = POINTS.shape[1]
 
 
+# The float32 values next to the open support's bounds.
+_INTENSITY_INSIDE = (
+    np.nextafter(np.float32(INTENSITY_LOW), np.float32(np.inf)),
+    np.nextafter(np.float32(INTENSITY_LOW + INTENSITY_RANGE), np.float32(-np.inf)),
+)
+
+
 # -------------------------------------------------------------------------------------------
 # Intensity: an invertible mechanism of thickness, with standard-normal noise ε.
 
@@ -150,7 +159,10 @@ class LogisticIntensity(Mechanism):
         return jax.random.normal(key, (num_units,), dtype=jnp.float32)
 
     def predict(self, noise, parents):
-        return INTENSITY_LOW + INTENSITY_RANGE * jax.nn.sigmoid(self._mean(parents) + 0.5 * noise)
+        value = INTENSITY_LOW + INTENSITY_RANGE * jax.nn.sigmoid(self._mean(parents) + 0.5 * noise)
+        # σ saturates in float32 from |x| ≈ 17 (thickness ≳ 11 px): keep the value inside the
+        # open support, as the exact (float64) value is, so it can be rendered and abducted.
+        return jnp.clip(value, _INTENSITY_INSIDE[0], _INTENSITY_INSIDE[1])
 
     def abduct(self, value, parents, key=None, num_samples=None):
         p = (value.astype(jnp.float32) - INTENSITY_LOW) / INTENSITY_RANGE
@@ -262,15 +274,19 @@ def _thickness_one(image: Array) -> Array:
         votes = votes + peak.astype(jnp.int32)
     ridge = (votes >= RIDGE_VOTES) & (d > RIDGE_MIN)
     ridge = ridge & mask
-    mean = jnp.sum(jnp.where(ridge, d, 0.0)) / jnp.maximum(ridge.sum(), 1).astype(jnp.float32)
-    return 2.0 * mean / MEASURE_SCALE
+    mean = jnp.sum(jnp.where(ridge, d, 0.0)) / ridge.sum().astype(jnp.float32)
+    return 2.0 * mean / MEASURE_SCALE  # NaN without a ridge: a speck has no stroke width
 
 
 @jax.jit
 def _measure(images):
     thickness = jax.lax.map(_thickness_one, images, batch_size=16)
     intensity = jax.vmap(_intensity_one)(images)
-    return thickness, intensity
+    # An image without a stroke (less than one grey level of contrast) has no thickness or
+    # intensity: binarising it would call every pixel stroke.
+    contrast = images.max(axis=(1, 2, 3)) - images.min(axis=(1, 2, 3))
+    blank = ~(contrast >= MIN_CONTRAST)
+    return jnp.where(blank, jnp.nan, thickness), jnp.where(blank, jnp.nan, intensity)
 
 
 # -------------------------------------------------------------------------------------------
@@ -369,14 +385,7 @@ class MorphoDigits:
         shapes = {n: v.shape for n, v in out.items()}
         if any(len(s) != 1 for s in shapes.values()) or len(set(shapes.values())) != 1:
             raise ValueError(f"{argument}: expected attributes of one shape (N,), got {shapes}")
-        for name in ATTRIBUTES:
-            value = np.asarray(out[name])
-            ok = self.scm.mechanisms[name].in_support(value)
-            if ok is not None and not ok.all():
-                raise ValueError(
-                    f"{argument}[{name!r}]: {int((~ok).sum())} value(s) outside the support, "
-                    f"e.g. {value[~ok][:3].tolist()}"
-                )
+        check_attributes(ATTRIBUTE_SPECS, out, argument)
         out["digit"] = out["digit"].astype(jnp.int32)
         out["thickness"] = _as_float32(out["thickness"])
         out["intensity"] = _as_float32(out["intensity"])
@@ -408,6 +417,7 @@ class MorphoDigits:
         (stochastic) Gumbel noise and the result is deterministic.
         """
         factual = self._attributes(example, "example")
+        check_attributes(ATTRIBUTE_SPECS, do, "do")
         values = self.scm.counterfactual({n: factual[n] for n in ATTRIBUTES}, do)
         out = {
             "digit": jnp.asarray(values["digit"]).astype(jnp.int32),
@@ -424,6 +434,7 @@ class MorphoDigits:
         Intensity is exact: the median of pixels >= min + ½(max - min). Thickness is
         2·mean(distance-to-background over the skeleton) / 4 on a 4x upscaled, binarised image,
         with the skeleton approximated by ridges of the distance map (see the module docstring).
+        Both are NaN for an image without a stroke (under one grey level of contrast).
         """
         images = jnp.asarray(images)
         if images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 1):

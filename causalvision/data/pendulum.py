@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
+from causalvision.data.dataset import check_attributes
 from causalvision.scm import SCM, AdditiveNoise, Attribute, Root
 from causalvision.validation import check_int
 
@@ -273,6 +274,7 @@ class Pendulum:
         shapes = {n: v.shape for n, v in out.items()}
         if any(len(s) != 1 for s in shapes.values()) or len(set(shapes.values())) != 1:
             raise ValueError(f"{argument}: expected attributes of one shape (N,), got {shapes}")
+        check_attributes(ATTRIBUTE_SPECS, out, argument)
         return out
 
     def render(self, attributes: Mapping[str, Any]) -> Array:
@@ -302,6 +304,7 @@ class Pendulum:
         as the geometry dictates, while `do={"shadow_length": 5.0}` changes only the shadow.
         """
         factual = self._attributes(example, "example")
+        check_attributes(ATTRIBUTE_SPECS, do, "do")  # before the geometry hides a bad value
         for name in ("angle", "light"):
             value = np.asarray(factual[name])
             ok = self.scm.mechanisms[name].in_support(value)

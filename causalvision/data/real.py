@@ -28,6 +28,7 @@ before, not after, perturbing (dilation cannot hit the border).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -360,27 +361,34 @@ class CelebASource(MappedSource):
 def _tfds_source(name: str, split: Any, data_dir: str | os.PathLike | None, download: bool) -> Any:
     if not isinstance(split, str):
         raise ValueError(f"split: expected a str such as 'train' or 'test', got {split!r}")
+    # TFRECORD, TFDS's default, cannot be read (or finalised) without TensorFlow.
+    options = {
+        "split": split,
+        "data_dir": data_dir,
+        "builder_kwargs": {"file_format": "array_record"},
+    }
     try:
-        return tfds.data_source(
-            name,
-            split=split,
-            data_dir=data_dir,
-            download=bool(download),
-            # TFRECORD, TFDS's default, cannot be read (or finalised) without TensorFlow.
-            builder_kwargs={"file_format": "array_record"},
-            download_and_prepare_kwargs={
-                "download_config": tfds.download.DownloadConfig(try_download_gcs=False)
-            },
+        return tfds.data_source(name, download=False, **options)
+    except Exception:
+        if tfds.builder(name, data_dir=data_dir, file_format="array_record").is_prepared():
+            raise  # prepared, so the split or the files are at fault: TFDS's error says which
+    # TFDS's MNIST / CelebA builders read their downloads with tf.io.gfile: without TensorFlow
+    # a download would fail half-way on a missing module, so say how to prepare it instead.
+    if not download or importlib.util.find_spec("tensorflow") is None:
+        where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+        raise FileNotFoundError(
+            f"data_dir: {name!r} is not prepared in {str(where)!r}. Prepare it once where "
+            f"TensorFlow is installed (`tfds build {name} --file_format=array_record "
+            f"--data_dir DIR`), then pass data_dir=DIR; reading needs no TensorFlow"
         )
-    except ModuleNotFoundError as error:
-        if error.name != "tensorflow":
-            raise
-        raise ModuleNotFoundError(
-            f"preparing {name!r} runs TFDS's builder, which needs TensorFlow; prepare it once "
-            f"where TensorFlow is installed (`tfds build {name} --file_format=array_record "
-            f"--data_dir DIR`) and pass data_dir=DIR; reading needs no TensorFlow",
-            name="tensorflow",
-        ) from error
+    return tfds.data_source(
+        name,
+        download=True,
+        download_and_prepare_kwargs={
+            "download_config": tfds.download.DownloadConfig(try_download_gcs=False)
+        },
+        **options,
+    )
 
 
 def mnist_source(

@@ -114,7 +114,14 @@ def config_from_dict(values: Mapping[str, Any]) -> Config:
 
     Layouts older than `CONFIG_VERSION` are upgraded first (`upgrade_config`), and the model
     settings are typed by the task (`complete_config`).
+
+    Raises:
+      ValueError: `values` is not an object of config sections, or misses "task".
     """
+    if not isinstance(values, Mapping):
+        raise ValueError(f"config: expected a JSON object of sections, got {type(values).__name__}")
+    if "task" not in values:
+        raise ValueError(f"config: no 'task' among the sections {sorted(values)}")
     values = upgrade_config(values)
     config = Config(
         task=values["task"],
@@ -216,7 +223,7 @@ def load_config(spec: str | pathlib.Path, overrides: Sequence[str] = ()) -> Conf
             raise ValueError(f"config: a JSON config has no presets, got {str(spec)!r}")
         try:
             config = config_from_dict(json.loads(file.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             message = f"config: {str(file)!r} is not a run's config.json ({error})"
             raise ValueError(message) from error
         return apply_overrides(config, overrides)
@@ -226,7 +233,12 @@ def load_config(spec: str | pathlib.Path, overrides: Sequence[str] = ()) -> Conf
         )
     module_spec = importlib.util.spec_from_file_location(f"_causalvision_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as error:  # the user's file, not our bug: one line, where and what
+        raise ValueError(
+            f"config: {str(file)!r} line {error.lineno}: {error.msg} ({(error.text or '').strip()})"
+        ) from None
     get_config = getattr(module, "get_config", None)
     if get_config is None:
         raise ValueError(f"config: {str(file)!r} defines no get_config(preset)")
