@@ -4,7 +4,9 @@ property tests against brute-force searches built on path-by-path definitions.""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+import random
+import re
+from collections.abc import Callable, Iterable
 
 import networkx as nx
 import pytest
@@ -14,6 +16,12 @@ from hypothesis import strategies as st
 from causalvision.graph import CausalGraph, Identification
 
 fs = frozenset
+
+
+def _ranked(sets: Iterable[frozenset[str]]) -> list[frozenset[str]]:
+    """Sets by size, then by their sorted members: the order ``identify`` ranks them in."""
+    return sorted(sets, key=lambda s: (len(s), sorted(s)))
+
 
 # Pearl, Causality (2009), §3.3.1, Fig. 3.4.
 PEARL_34 = [
@@ -39,12 +47,13 @@ def test_pearl_fig_3_4_backdoor() -> None:
     assert not g.is_backdoor_set("X", "Y", {"X4"})  # opens X3 <- X1 -> X4 <- X2 -> X5
     assert not g.is_backdoor_set("X", "Y", {"X6"})  # a descendant of X
     assert not g.is_backdoor_set("X", "Y", set())
-    assert g.backdoor_sets("X", "Y") == [
+    assert _ranked(g.backdoor_sets("X", "Y")) == [
         fs({"X1", "X4"}),
         fs({"X2", "X4"}),
         fs({"X3", "X4"}),
         fs({"X4", "X5"}),
     ]
+    assert g.smallest_backdoor_set("X", "Y") == fs({"X1", "X4"})  # ties: first by sorted names
 
 
 def test_pearl_fig_3_4_frontdoor() -> None:
@@ -55,7 +64,8 @@ def test_pearl_fig_3_4_frontdoor() -> None:
     # conditioning on X blocks it.
     g = CausalGraph(PEARL_34)
     assert g.is_frontdoor_set("X", "Y", {"X6"})
-    assert g.frontdoor_sets("X", "Y") == [fs({"X6"})]
+    assert list(g.frontdoor_sets("X", "Y")) == [fs({"X6"})]
+    assert g.smallest_frontdoor_set("X", "Y") == fs({"X6"})
     result = g.identify("X", "Y")  # back-door is preferred
     assert result.strategy == "backdoor"
     assert result.adjustment_set == fs({"X1", "X4"})
@@ -64,12 +74,13 @@ def test_pearl_fig_3_4_frontdoor() -> None:
 
 def test_m_bias() -> None:
     g = CausalGraph(M_BIAS)
-    assert g.backdoor_sets("X", "Y") == [fs()]
+    assert list(g.backdoor_sets("X", "Y")) == [fs()]
+    assert g.smallest_backdoor_set("X", "Y") == fs()
     assert g.is_backdoor_set("X", "Y", set())
     assert not g.is_backdoor_set("X", "Y", {"M"})
     assert g.is_backdoor_set("X", "Y", {"M", "A"})
     assert g.is_backdoor_set("X", "Y", {"M", "B"})
-    assert g.backdoor_sets("X", "Y", minimal=False) == [
+    assert _ranked(g.backdoor_sets("X", "Y", minimal=False)) == [
         fs(),
         fs({"A"}),
         fs({"B"}),
@@ -108,7 +119,7 @@ BOOK_OF_WHY = {
 @pytest.mark.parametrize("game", sorted(BOOK_OF_WHY))
 def test_book_of_why_games(game: str) -> None:
     edges, expected = BOOK_OF_WHY[game]
-    assert CausalGraph(edges).backdoor_sets("X", "Y") == expected
+    assert _ranked(CausalGraph(edges).backdoor_sets("X", "Y")) == expected
 
 
 def test_book_of_why_game2_details() -> None:
@@ -124,7 +135,8 @@ def test_smoking_tar_cancer_frontdoor() -> None:
         [("U", "smoking"), ("U", "cancer"), ("smoking", "tar"), ("tar", "cancer")],
         latent={"U"},
     )
-    assert g.backdoor_sets("smoking", "cancer") == []
+    assert list(g.backdoor_sets("smoking", "cancer")) == []
+    assert g.smallest_backdoor_set("smoking", "cancer") is None
     assert g.is_frontdoor_set("smoking", "cancer", {"tar"})
     result = g.identify("smoking", "cancer")
     assert result == Identification(
@@ -146,13 +158,13 @@ def test_frontdoor_parallel_and_series_mediators() -> None:
     parallel = CausalGraph(
         [*confounded, ("X", "M1"), ("M1", "Y"), ("X", "M2"), ("M2", "Y")], latent={"U"}
     )
-    assert parallel.frontdoor_sets("X", "Y") == [fs({"M1", "M2"})]
+    assert list(parallel.frontdoor_sets("X", "Y")) == [fs({"M1", "M2"})]
     assert not parallel.is_frontdoor_set("X", "Y", {"M1"})
     assert parallel.identify("X", "Y").estimand == (
         "P(Y | do(X)) = Σ_{M1, M2} P(M1, M2 | X) Σ_{X'} P(Y | X', M1, M2) P(X')"
     )
     series = CausalGraph([*confounded, ("X", "M1"), ("M1", "M2"), ("M2", "Y")], latent={"U"})
-    assert series.frontdoor_sets("X", "Y") == [fs({"M1"}), fs({"M2"})]
+    assert _ranked(series.frontdoor_sets("X", "Y")) == [fs({"M1"}), fs({"M2"})]
     assert series.identify("X", "Y").adjustment_set == fs({"M1"})
 
 
@@ -162,7 +174,8 @@ def test_frontdoor_fails_when_mediator_confounded() -> None:
         latent={"U", "V"},
     )
     assert not g.is_frontdoor_set("X", "Y", {"M"})  # (iii) fails: M <- V -> Y
-    assert g.frontdoor_sets("X", "Y") == []
+    assert list(g.frontdoor_sets("X", "Y")) == []
+    assert g.smallest_frontdoor_set("X", "Y") is None
 
 
 def test_identify_none() -> None:
@@ -176,7 +189,7 @@ def test_identify_none() -> None:
 def test_latent_nodes_never_adjusted_for() -> None:
     # X <- U -> W -> Y with U latent: W (observed) blocks the path, U cannot be used.
     g = CausalGraph([("U", "X"), ("U", "W"), ("W", "Y"), ("X", "Y")], latent={"U"})
-    assert g.backdoor_sets("X", "Y") == [fs({"W"})]
+    assert list(g.backdoor_sets("X", "Y")) == [fs({"W"})]
     with pytest.raises(ValueError, match=r"latent.*U"):
         g.is_backdoor_set("X", "Y", {"U"})
     with pytest.raises(ValueError, match=r"latent.*U"):
@@ -186,7 +199,7 @@ def test_latent_nodes_never_adjusted_for() -> None:
 def test_multiple_treatments() -> None:
     # U -> X1, U -> X2, X2 -> Y: joint intervention on (X1, X2) needs no adjustment.
     g = CausalGraph([("U", "X1"), ("U", "X2"), ("X2", "Y"), ("Z", "X1"), ("Z", "Y")])
-    assert g.backdoor_sets({"X1", "X2"}, "Y") == [fs({"Z"})]
+    assert list(g.backdoor_sets({"X1", "X2"}, "Y")) == [fs({"Z"})]
     assert g.identify(["X1", "X2"], "Y").estimand == (
         "P(Y | do(X1, X2)) = Σ_{Z} P(Y | X1, X2, Z) P(Z)"
     )
@@ -260,7 +273,111 @@ def test_query_errors() -> None:
     with pytest.raises(ValueError, match="one treatment"):
         g.frontdoor_sets(["X", "A"], "Y")
     with pytest.raises(ValueError, match="at least one"):
-        g.backdoor_sets([], "Y")
+        g.backdoor_sets([], "Y")  # checked at the call, before the first item is asked for
+
+
+def _expect_names(argument: str, got: str) -> str:
+    return re.escape(f"{argument}: expected a node name or an iterable of node names, got {got}")
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda g: g.d_separated(5, "Y"), _expect_names("xs", "5")),
+        (lambda g: g.d_separated("X", None), _expect_names("ys", "None")),
+        (lambda g: g.d_separated("X", "Y", 5), _expect_names("zs", "5")),
+        (lambda g: g.parents(None), _expect_names("nodes", "None")),
+        (lambda g: g.ancestors(3.5), _expect_names("nodes", "3.5")),
+        (lambda g: g.is_backdoor_set("X", "Y", None), _expect_names("zs", "None")),
+        (lambda g: g.is_frontdoor_set("X", "Y", 0), _expect_names("zs", "0")),
+        (lambda g: g.backdoor_sets(5, "Y"), _expect_names("treatment", "5")),
+        (lambda g: g.smallest_backdoor_set("X", None), _expect_names("outcome", "None")),
+        (lambda g: g.frontdoor_sets(None, "Y"), _expect_names("treatment", "None")),
+        (lambda g: g.identify("X", 7), _expect_names("outcome", "7")),
+        (lambda g: CausalGraph(5), re.escape("edges: expected an iterable of (parent, child)")),
+        (lambda g: CausalGraph(M_BIAS, nodes=5), _expect_names("nodes", "5")),
+        (lambda g: CausalGraph(M_BIAS, latent=None), _expect_names("latent", "None")),
+    ],
+)
+def test_non_iterable_node_arguments(call: Callable[[CausalGraph], object], match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        call(CausalGraph(M_BIAS))
+
+
+def _random_dag(rng: random.Random, n: int, m: int, latent: int = 0) -> CausalGraph:
+    """``m`` distinct edges drawn uniformly, oriented along a random order of ``n`` nodes."""
+    names = [f"v{i}" for i in range(n)]
+    rng.shuffle(names)  # the topological order
+    pairs = rng.sample(list(itertools.combinations(range(n), 2)), m)
+    edges = [(names[i], names[j]) for i, j in pairs]
+    return CausalGraph(edges, nodes=names, latent=rng.sample(names, latent))
+
+
+def test_smallest_backdoor_set_matches_brute_force_on_random_dags() -> None:
+    rng = random.Random(12)
+    larger = tied = 0
+    for _ in range(100):
+        n = rng.randint(6, 9)
+        g = _random_dag(rng, n, rng.randint(n, 5 * n // 2), latent=rng.randint(0, 1))
+        # A treatment with parents (so with back-door paths) and one of its descendants.
+        treatments = [v for v in g.observed if g.parents(v) and g.descendants(v) - g.latent]
+        if not treatments:
+            continue
+        x = rng.choice(treatments)
+        y = rng.choice(sorted(g.descendants(x) - g.latent))
+        nxg = g.to_networkx()
+        paths = _backdoor_paths(nxg, {x}, {y})
+        candidates = _subsets(set(g.observed) - {x, y})
+        valid = _ranked(z for z in candidates if _ref_backdoor(nxg, {x}, set(z), paths))
+        result = g.identify(x, y)
+        if not valid:
+            assert g.smallest_backdoor_set(x, y) is None and result.strategy != "backdoor"
+            continue
+        assert result.strategy == "backdoor"
+        assert result.adjustment_set in valid
+        assert len(result.adjustment_set) == len(valid[0])  # the brute-force minimum
+        assert result.adjustment_set == valid[0]  # ties go to the first by sorted names
+        larger += len(valid[0]) >= 2
+        tied += len(valid) > 1 and len(valid[1]) == len(valid[0])
+    assert larger >= 20 and tied >= 10  # the sample is not all trivial
+
+
+def _large_query() -> tuple[CausalGraph, str, str]:
+    """A 200-node, 1,000-edge DAG with a treatment and outcome that need adjustment and have
+    many minimal back-door sets (the benchmark's 200-node case: 5 s lists 1,300, not all)."""
+    g = _random_dag(random.Random(0), 200, 1000)
+    y = max(g.observed, key=lambda v: len(g.ancestors(v)))
+    x = max(g.parents(y), key=lambda v: len(g.ancestors(v)))
+    return g, x, y
+
+
+def test_listings_stop_after_the_first_set_on_a_large_graph() -> None:
+    g, x, y = _large_query()
+    first = next(g.backdoor_sets(x, y))
+    assert first and g.is_backdoor_set(x, y, first)
+    assert not any(g.is_backdoor_set(x, y, first - {v}) for v in first)  # minimal
+    some = list(itertools.islice(g.backdoor_sets(x, y), 20))
+    assert len(set(some)) == 20
+    valid = next(g.backdoor_sets(x, y, minimal=False))
+    assert g.is_backdoor_set(x, y, valid)
+    smallest = g.smallest_backdoor_set(x, y)
+    assert smallest is not None and g.is_backdoor_set(x, y, smallest)
+    assert len(smallest) <= min(map(len, some))
+    result = g.identify(x, y)
+    assert (result.strategy, result.adjustment_set) == ("backdoor", smallest)
+
+
+def test_frontdoor_listing_stops_after_the_first_set() -> None:
+    # T -> A_i -> B_i -> Y for i < 16, T <- U -> Y with U latent: 2**16 minimal front-door sets.
+    chains = [e for i in range(16) for e in (("T", f"A{i:02d}"), (f"A{i:02d}", f"B{i:02d}"))]
+    exits = [(f"B{i:02d}", "Y") for i in range(16)]
+    g = CausalGraph([*chains, *exits, ("U", "T"), ("U", "Y")], latent=["U"])
+    first = next(g.frontdoor_sets("T", "Y"))
+    assert len(first) == 16 and g.is_frontdoor_set("T", "Y", first)
+    assert len(set(itertools.islice(g.frontdoor_sets("T", "Y"), 100))) == 100
+    smallest = fs(f"A{i:02d}" for i in range(16))  # the first by sorted names
+    assert g.smallest_frontdoor_set("T", "Y") == smallest
+    assert g.identify("T", "Y").adjustment_set == smallest
 
 
 # ------------------------------------------------ path-by-path reference definitions
@@ -373,13 +490,13 @@ def test_minimal_backdoor_sets_match_brute_force(data: st.DataObject) -> None:
     paths = _backdoor_paths(nxg, x, {y})
     candidates = _subsets(set(g.observed) - x - {y})
     valid = [z for z in candidates if _ref_backdoor(nxg, x, set(z), paths)]
-    found = g.backdoor_sets(x, y)
-    assert set(found) == _minimal(valid)
-    assert found == sorted(found, key=lambda s: (len(s), sorted(s)))
+    found = list(g.backdoor_sets(x, y))
+    assert len(set(found)) == len(found) and set(found) == _minimal(valid)
+    assert g.smallest_backdoor_set(x, y) == (_ranked(found)[0] if found else None)
     for z in found:
         assert g.is_backdoor_set(x, y, z)
         assert not any(g.is_backdoor_set(x, y, z - {v}) for v in z)
-    everything = g.backdoor_sets(x, y, minimal=False)
+    everything = list(g.backdoor_sets(x, y, minimal=False))
     assert set(everything) == set(valid) and len(everything) == len(valid)
     assert all(g.is_backdoor_set(x, y, z) == (z in set(valid)) for z in candidates)
 
@@ -397,14 +514,14 @@ def test_minimal_frontdoor_sets_match_brute_force(data: st.DataObject) -> None:
     nxg = g.to_networkx()
     candidates = _subsets(set(g.observed) - {x, y})
     valid = [z for z in candidates if _ref_frontdoor(nxg, x, y, set(z))]
-    found = g.frontdoor_sets(x, y)
-    assert set(found) == _minimal(valid)
-    assert found == sorted(found, key=lambda s: (len(s), sorted(s)))
+    found = list(g.frontdoor_sets(x, y))
+    assert len(set(found)) == len(found) and set(found) == _minimal(valid)
+    assert g.smallest_frontdoor_set(x, y) == (_ranked(found)[0] if found else None)
     assert all(g.is_frontdoor_set(x, y, z) == (z in set(valid)) for z in candidates)
     result = g.identify(x, y)
-    if g.backdoor_sets(x, y):
+    if next(g.backdoor_sets(x, y), None) is not None:
         assert result.strategy == "backdoor"
     elif found:
-        assert (result.strategy, result.adjustment_set) == ("frontdoor", found[0])
+        assert (result.strategy, result.adjustment_set) == ("frontdoor", _ranked(found)[0])
     else:
         assert result.strategy == "none"

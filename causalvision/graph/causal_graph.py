@@ -19,6 +19,14 @@ Algorithms
   be found first; the minimal front-door sets are then exactly the minimal cuts of the directed
   paths ``X -> Y`` through valid nodes, listed with the same polynomial-delay cut enumeration.
   (Jeong, Tian & Bareinboim, NeurIPS 2022, list all front-door sets with polynomial delay.)
+* A smallest back-door or front-door set needs no listing: it is a minimum vertex cut of the same
+  graph (moralised ancestral back-door graph, or directed paths through valid nodes), found by
+  one maximum flow on the vertex-split graph (FindMinCostSep of van der Zander et al. with unit
+  costs; see `_cuts.minimum_cut`). `identify` uses it, so it stays polynomial on graphs whose
+  minimal sets are exponentially many.
+
+Every listing is a lazy iterator in the enumeration's own (deterministic) order: a caller takes
+what it needs (``next``, ``itertools.islice``) and stops.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from typing import Any
 
 import networkx as nx
 
-from causalvision.graph._cuts import minimal_cuts
+from causalvision.graph._cuts import minimal_cuts, minimum_cut
 from causalvision.graph.identification import (
     Identification,
     backdoor_estimand,
@@ -37,6 +45,7 @@ from causalvision.graph.identification import (
 )
 
 Nodes = str | Iterable[str]
+_NAMES = "a node name or an iterable of node names"
 
 
 def _check_name(name: Any, where: str) -> str:
@@ -55,9 +64,18 @@ def _duplicates(items: Iterable[Hashable]) -> list[Hashable]:
     return dup
 
 
-def _order(sets: Iterable[frozenset[str]]) -> list[frozenset[str]]:
-    """Sort sets by size, then lexicographically by their sorted members."""
-    return sorted(sets, key=lambda s: (len(s), sorted(s)))
+def _iterate(value: Any, argument: str, expected: str) -> list[Any]:
+    """``value``'s items as a list; a `TypeError` naming ``argument`` if it is not iterable."""
+    try:
+        items = iter(value)
+    except TypeError:
+        raise TypeError(f"{argument}: expected {expected}, got {value!r}") from None
+    return list(items)
+
+
+def _node_list(nodes: Any, argument: str) -> list[Any]:
+    """A node name, or an iterable of them, as a list (a str is one name, not its letters)."""
+    return [nodes] if isinstance(nodes, str) else _iterate(nodes, argument, _NAMES)
 
 
 class CausalGraph:
@@ -70,6 +88,7 @@ class CausalGraph:
             never used for adjustment.
 
     Raises:
+        TypeError: if ``edges``, ``nodes`` or ``latent`` is not iterable (a single name is fine).
         ValueError: on a directed cycle or self-loop, a duplicate node, latent or edge, a latent
             name that is not a node, or a node name that is not a non-empty str.
     """
@@ -81,15 +100,15 @@ class CausalGraph:
         nodes: Iterable[str] = (),
         latent: Iterable[str] = (),
     ) -> None:
-        pairs = list(edges)
+        pairs = _iterate(edges, "edges", "an iterable of (parent, child) pairs")
         for edge in pairs:
             if not isinstance(edge, tuple | list) or len(edge) != 2:
                 raise ValueError(f"edges: expected (parent, child) pairs, got {edge!r}")
             _check_name(edge[0], "edges")
             _check_name(edge[1], "edges")
         pairs = [(p, c) for p, c in pairs]
-        extra = [nodes] if isinstance(nodes, str) else list(nodes)
-        hidden = [latent] if isinstance(latent, str) else list(latent)
+        extra = _node_list(nodes, "nodes")
+        hidden = _node_list(latent, "latent")
         for what, items in (("node", extra), ("latent", hidden)):
             for name in items:
                 _check_name(name, what)
@@ -138,8 +157,9 @@ class CausalGraph:
         return self._edges
 
     def _names(self, nodes: Nodes, argument: str, *, empty: bool = False) -> frozenset[str]:
-        """Normalise a name or iterable of names; raise `ValueError` on unknown names."""
-        names = [nodes] if isinstance(nodes, str) else list(nodes)
+        """Normalise a name or iterable of names: `TypeError` if ``nodes`` is neither,
+        `ValueError` on unknown names (or none, unless ``empty``)."""
+        names = _node_list(nodes, argument)
         unknown = [n for n in names if not isinstance(n, str) or n not in self._graph]
         if unknown:
             raise ValueError(
@@ -205,7 +225,7 @@ class CausalGraph:
 
     # --------------------------------------------------------------- back-door
     def _query(
-        self, treatment: Nodes, outcome: Nodes, zs: Nodes | None = None
+        self, treatment: Nodes, outcome: Nodes, zs: Nodes = ()
     ) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         """Validate a (treatment, outcome, adjustment set) query."""
         x, y = self._names(treatment, "treatment"), self._names(outcome, "outcome")
@@ -214,7 +234,7 @@ class CausalGraph:
         for name, s in (("treatment", x), ("outcome", y)):
             if lat := s & self._latent:
                 raise ValueError(f"{name}: latent node(s) {', '.join(sorted(lat))}")
-        z = self._names(() if zs is None else zs, "zs", empty=True)
+        z = self._names(zs, "zs", empty=True)
         if lat := z & self._latent:
             raise ValueError(f"zs: latent node(s) cannot be adjusted for: {', '.join(sorted(lat))}")
         if both := z & (x | y):
@@ -226,6 +246,13 @@ class CausalGraph:
         g = self._graph.copy()
         g.remove_edges_from([(a, b) for a in x for b in self._graph.successors(a)])
         return g
+
+    def _backdoor_problem(
+        self, x: frozenset[str], y: frozenset[str]
+    ) -> tuple[nx.DiGraph, frozenset[str]]:
+        """The back-door graph and the nodes an adjustment set may use."""
+        allowed = frozenset(self.observed) - x - y - self.descendants(x)
+        return self._backdoor_graph(x), allowed
 
     def is_backdoor_set(self, treatment: Nodes, outcome: Nodes, zs: Nodes) -> bool:
         """Pearl's back-door criterion, generalised to sets of treatments and outcomes.
@@ -242,24 +269,36 @@ class CausalGraph:
 
     def backdoor_sets(
         self, treatment: Nodes, outcome: Nodes, minimal: bool = True
-    ) -> list[frozenset[str]]:
-        """Back-door adjustment sets of observed nodes, sorted by size then lexicographically.
+    ) -> Iterator[frozenset[str]]:
+        """Back-door adjustment sets of observed nodes, lazily: stop whenever you have enough.
 
-        With ``minimal=True`` (default) all minimal sets, by ListMinSep (van der Zander,
-        Liśkiewicz & Textor 2019; Takata 2010): minimal separators of the moralised ancestral
-        back-door graph, polynomial delay. If the empty set is valid it is the only one.
-        With ``minimal=False`` all valid sets, by ListSep of the same paper (polynomial delay
-        per set; beware that their number can be exponential in the number of nodes).
-        Returns ``[]`` if there is none.
+        With ``minimal=True`` (default) the inclusion-minimal sets, by ListMinSep (van der
+        Zander, Liśkiewicz & Textor 2019; Takata 2010): minimal separators of the moralised
+        ancestral back-door graph, polynomial delay. If the empty set is valid it is the only
+        one. With ``minimal=False`` every valid set, by ListSep of the same paper (polynomial
+        delay per set; their number can be exponential in the number of nodes).
+
+        Sets come in the enumeration's order, deterministic but not by size: sort with
+        ``key=lambda s: (len(s), sorted(s))`` to rank them, or call `smallest_backdoor_set` for
+        the first of that ranking without listing. Nothing is yielded if no set exists. The
+        arguments are checked at the call, not at the first ``next``.
         """
         x, y, _ = self._query(treatment, outcome)
-        g = self._backdoor_graph(x)
-        allowed = frozenset(self.observed) - x - y - self.descendants(x)
+        g, allowed = self._backdoor_problem(x, y)
         if minimal:
-            found: Iterator[frozenset[str]] = _minimal_separators(g, x, y, allowed)
-        else:
-            found = _all_separators(g, x, y, allowed)
-        return _order(found)
+            return _minimal_separators(g, x, y, allowed)
+        return _all_separators(g, x, y, allowed)
+
+    def smallest_backdoor_set(self, treatment: Nodes, outcome: Nodes) -> frozenset[str] | None:
+        """A back-door set of observed nodes of the smallest size (ties: the first by sorted
+        names), or ``None`` if there is none.
+
+        A minimum vertex cut of the moralised ancestral back-door graph, by one maximum flow
+        (polynomial, however many minimal sets there are).
+        """
+        x, y, _ = self._query(treatment, outcome)
+        g, allowed = self._backdoor_problem(x, y)
+        return _smallest_separator(g, x, y, allowed)
 
     # -------------------------------------------------------------- front-door
     def _single(self, treatment: Nodes, outcome: Nodes) -> tuple[str, str]:
@@ -300,34 +339,47 @@ class CausalGraph:
             return False
         return self._frontdoor_nodes_ok(x, y, z) == z
 
-    def frontdoor_sets(self, treatment: str, outcome: str) -> list[frozenset[str]]:
-        """All minimal front-door sets of observed nodes, sorted by size then lexicographically.
-
-        Nodes satisfying (ii) and (iii) are found one by one (both conditions concern single
-        nodes and hold for every subset of a valid set); a minimal front-door set is then a
-        minimal cut of the directed paths ``X -> Y`` through such nodes, listed with polynomial
-        delay (Takata 2010 style backtracking over closest cuts, see `_cuts`). ``[frozenset()]``
-        if there is no directed path ``X -> Y``; ``[]`` if no set exists.
-        """
-        x, y = self._single(treatment, outcome)
+    def _frontdoor_problem(self, x: str, y: str) -> tuple[nx.DiGraph, frozenset[str]]:
+        """The graph and the nodes a front-door set may use: observed nodes on directed paths
+        ``x -> y`` that satisfy (ii) and (iii) (both concern single nodes and hold for every
+        subset of a valid set)."""
         g = self._graph
         between = (nx.descendants(g, x) & nx.ancestors(g, y)) - self._latent
-        valid = self._frontdoor_nodes_ok(x, y, between)
-        found = minimal_cuts({x}, {y}, g.successors, g.predecessors, set(g) - valid)
-        return _order(found)
+        return g, frozenset(self._frontdoor_nodes_ok(x, y, between))
+
+    def frontdoor_sets(self, treatment: str, outcome: str) -> Iterator[frozenset[str]]:
+        """Minimal front-door sets of observed nodes, lazily: stop whenever you have enough.
+
+        A minimal front-door set is a minimal cut of the directed paths ``X -> Y`` through
+        nodes that satisfy (ii) and (iii), listed with polynomial delay (Takata 2010 style
+        backtracking over closest cuts, see `_cuts`). Order, laziness and argument checks as in
+        `backdoor_sets`; `smallest_frontdoor_set` ranks without listing. Yields only the empty
+        set if there is no directed path ``X -> Y``, nothing if no set exists.
+        """
+        x, y = self._single(treatment, outcome)
+        g, valid = self._frontdoor_problem(x, y)
+        return minimal_cuts({x}, {y}, g.successors, g.predecessors, set(g) - valid)
+
+    def smallest_frontdoor_set(self, treatment: str, outcome: str) -> frozenset[str] | None:
+        """A front-door set of observed nodes of the smallest size (ties: the first by sorted
+        names), or ``None`` if there is none: a minimum cut of the directed paths ``X -> Y``
+        through valid nodes, by one maximum flow."""
+        x, y = self._single(treatment, outcome)
+        g, valid = self._frontdoor_problem(x, y)
+        return minimum_cut({x}, {y}, g.successors, set(g) - valid, key=str)
 
     # ---------------------------------------------------------- identification
     def identify(self, treatment: Nodes, outcome: Nodes) -> Identification:
-        """Identify ``P(outcome | do(treatment))`` by back-door adjustment (the smallest minimal
-        set, ties lexicographic), else by front-door adjustment (single treatment and outcome),
-        else report ``strategy="none"``."""
+        """Identify ``P(outcome | do(treatment))`` by back-door adjustment (the smallest set,
+        ties by sorted names), else by front-door adjustment (single treatment and outcome; the
+        smallest set likewise), else report ``strategy="none"``. Polynomial time: no listing."""
         x, y, _ = self._query(treatment, outcome)
-        if sets := self.backdoor_sets(x, y):
-            return Identification("backdoor", sets[0], backdoor_estimand(x, y, sets[0]))
+        if (zs := self.smallest_backdoor_set(x, y)) is not None:
+            return Identification("backdoor", zs, backdoor_estimand(x, y, zs))
         if len(x) == 1 and len(y) == 1:
             (tx,), (ty,) = x, y
-            if sets := self.frontdoor_sets(tx, ty):
-                return Identification("frontdoor", sets[0], frontdoor_estimand(tx, ty, sets[0]))
+            if (ms := self.smallest_frontdoor_set(tx, ty)) is not None:
+                return Identification("frontdoor", ms, frontdoor_estimand(tx, ty, ms))
         return Identification("none", frozenset(), not_identified(x, y))
 
 
@@ -343,14 +395,29 @@ def _ancestral(g: nx.DiGraph, nodes: Iterable[str]) -> set[str]:
     return out
 
 
+def _moral_ancestral(g: nx.DiGraph, x: frozenset[str], y: frozenset[str]) -> nx.Graph:
+    """The moral graph of ``g``'s ancestral graph of ``x ∪ y``: every minimal d-separator lies
+    in ``An(x ∪ y)``, and for those sets d-separation is plain separation in this graph."""
+    return nx.moral_graph(g.subgraph(_ancestral(g, x | y)))
+
+
 def _minimal_separators(
     g: nx.DiGraph, x: frozenset[str], y: frozenset[str], allowed: frozenset[str]
 ) -> Iterator[frozenset[str]]:
     """ListMinSep: all minimal d-separators of ``x`` and ``y`` in ``g`` within ``allowed``."""
-    anc = _ancestral(g, x | y)
-    moral = nx.moral_graph(g.subgraph(anc))
-    forbidden = anc - x - y - allowed
+    moral = _moral_ancestral(g, x, y)
+    forbidden = set(moral) - x - y - allowed
     yield from minimal_cuts(x, y, moral.neighbors, moral.neighbors, forbidden)
+
+
+def _smallest_separator(
+    g: nx.DiGraph, x: frozenset[str], y: frozenset[str], allowed: frozenset[str]
+) -> frozenset[str] | None:
+    """FindMinCostSep with unit costs: a smallest d-separator of ``x`` and ``y`` in ``g`` within
+    ``allowed`` (ties by sorted names), or ``None``. A smallest one is minimal, so it lies in
+    ``An(x ∪ y)``."""
+    moral = _moral_ancestral(g, x, y)
+    return minimum_cut(x, y, moral.neighbors, set(moral) - allowed, key=str)
 
 
 def _all_separators(

@@ -811,21 +811,21 @@ def _resolve(
     if treatment == outcome:
         raise ValueError(f"treatment and outcome: expected two different nodes, got {treatment!r}")
     if method == "backdoor":
-        sets = graph.backdoor_sets(treatment, outcome)
-        if not sets:
+        smallest = graph.smallest_backdoor_set(treatment, outcome)
+        if smallest is None:
             raise ValueError(
                 f"method='backdoor': the graph has no back-door adjustment set of observed nodes "
                 f"for the effect of {treatment!r} on {outcome!r}"
             )
-        return "backdoor", sorted(sets[0])
+        return "backdoor", sorted(smallest)
     if method == "frontdoor":
-        sets = graph.frontdoor_sets(treatment, outcome)
-        if not sets:
+        smallest = graph.smallest_frontdoor_set(treatment, outcome)
+        if smallest is None:
             raise ValueError(
                 f"method='frontdoor': the graph has no front-door set of observed mediators for "
                 f"the effect of {treatment!r} on {outcome!r}"
             )
-        return "frontdoor", sorted(sets[0])
+        return "frontdoor", sorted(smallest)
     identification = graph.identify(treatment, outcome)
     if identification.strategy == "none":
         raise ValueError(
