@@ -1,19 +1,32 @@
 """Checks at the public boundary, shared by every package: one message style everywhere.
 
 Each check returns the value in canonical form or raises `ValueError` naming the argument,
-what was expected and what came, e.g. ``size: expected an int >= 1, got 0``. Array checks
-read static shapes and dtypes only, so they also run inside `jax.jit`.
+what was expected and what came, e.g. ``size: expected an int >= 1, got 0``. Shape, dtype and
+key checks read static properties only, so they also run inside `jax.jit`; value checks
+(`check_real_array`) let abstract (traced) values through, as only concrete ones can be read.
+`warn` is the soft counterpart: a `UserWarning` attributed to the caller's own line.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
-__all__ = ["check_int", "check_real", "check_shape"]
+__all__ = [
+    "check_int",
+    "check_key",
+    "check_real",
+    "check_real_array",
+    "check_shape",
+    "preview",
+    "warn",
+]
 
 
 def check_int(
@@ -46,14 +59,76 @@ def check_real(
     if ok and maximum is not None:
         ok = value < maximum if open_high else value <= maximum
     if not ok:
-        parts = []
-        if minimum is not None:
-            parts.append(f"{'>' if open_low else '>='} {minimum}")
-        if maximum is not None:
-            parts.append(f"{'<' if open_high else '<='} {maximum}")
-        where = f" {' and '.join(parts)}" if parts else ""
+        where = _real_bounds(minimum, maximum, open_low, open_high)
         raise ValueError(f"{argument}: expected a finite number{where}, got {value!r}")
     return float(value)
+
+
+def check_real_array(
+    value: Any,
+    argument: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> Any:
+    """`value` as a float64 numpy array whose elements are finite and within their bounds.
+
+    A traced value (under `jax.jit`) is returned unchanged: its elements cannot be read.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return value
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged nested lists
+        array = np.asarray(None)
+    ok = array.dtype.kind in "iuf"
+    if ok:
+        array = array.astype(np.float64)
+        inside = np.isfinite(array)
+        if minimum is not None:
+            inside &= array > minimum if open_low else array >= minimum
+        if maximum is not None:
+            inside &= array < maximum if open_high else array <= maximum
+        ok = bool(inside.all())
+    if not ok:
+        where = _real_bounds(minimum, maximum, open_low, open_high)
+        raise ValueError(f"{argument}: expected finite number(s){where}, got {preview(value)}")
+    return array
+
+
+def check_key(key: Any, argument: str = "key") -> Any:
+    """`key` as a typed JAX PRNG key, if it is one key: typed (`jax.random.key(seed)`, shape
+    ()) or legacy raw (`jax.random.PRNGKey(seed)`, uint32 of the default implementation's
+    shape), which is wrapped without changing its random stream.
+
+    Reads the static dtype and shape only, so it also checks traced keys under `jax.jit`.
+    """
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and not isinstance(key, np.generic):
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+            return key
+        if dtype == np.uint32 and len(shape) == 1:
+            try:
+                return jax.random.wrap_key_data(key)
+            except (TypeError, ValueError):  # not the default implementation's key shape
+                pass
+    raise ValueError(
+        f"{argument}: expected a JAX PRNG key (jax.random.key(seed)), got {_describe(key)}"
+    )
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn, attributed to the first caller outside causalvision: the user's own line."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2: warn's caller
+    while frame is not None and _is_ours(frame.f_globals.get("__name__", "")):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _is_ours(module: str) -> bool:
+    return module == "causalvision" or module.startswith("causalvision.")
 
 
 def check_shape(array: Any, expected: Sequence[int | None], argument: str) -> Any:
@@ -76,3 +151,40 @@ def _bounds(minimum: int | None, maximum: int | None) -> str:
     if maximum is not None:
         return f" <= {maximum}"
     return ""
+
+
+def _real_bounds(
+    minimum: float | None, maximum: float | None, open_low: bool, open_high: bool
+) -> str:
+    parts = []
+    if minimum is not None:
+        parts.append(f"{'>' if open_low else '>='} {minimum}")
+    if maximum is not None:
+        parts.append(f"{'<' if open_high else '<='} {maximum}")
+    return f" {' and '.join(parts)}" if parts else ""
+
+
+def preview(value: Any, limit: int = 6) -> str:
+    """A short text of a value for a message: scalars and small arrays in full, large ones cut."""
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        return repr(value)
+    if array.dtype.kind not in "biuf":
+        return repr(value)
+    if array.ndim == 0:
+        return repr(array.item())
+    items = array.ravel()[:limit].tolist()
+    more = ", ..." if array.size > limit else ""
+    return f"[{', '.join(map(repr, items))}{more}] (shape {array.shape})"
+
+
+def _describe(value: Any) -> str:
+    """What came, for a type error: its repr when short, else its type, dtype and shape."""
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    if dtype is not None and shape not in (None, ()):
+        return f"an array of dtype {dtype} and shape {tuple(shape)}"
+    if dtype is not None:
+        return f"a {dtype} scalar"
+    text = repr(value)
+    return text if len(text) <= 40 else f"a {type(value).__name__}"

@@ -356,6 +356,7 @@ def test_positivity_violation_names_the_treatment_value_and_the_stratum():
     )  # T=0 is fine
     # Front-door: a mediator value seen only under X = 1.
     fd = {"X": np.array([0, 0, 1, 1, 1]), "M": np.array([0, 0, 0, 1, 1]), "Y": np.zeros(5, int)}
+    fd = {k: np.tile(v, 2) for k, v in fd.items()}  # 10 units: enough to be judged at all
     with pytest.raises(ValueError, match=r"positivity violated.*X=0 with mediators \{M=1\}"):
         frontdoor_adjustment(fd, "X", "Y", 1, mediators=["M"], key=KEY)
 

@@ -41,8 +41,9 @@ def check_data(
 ) -> tuple[dict[str, jnp.ndarray], int]:
     """Validate a dict of per-unit columns and return it as arrays with the batch size.
 
-    Every required node must be present, every column must have the same leading
-    (batch) size, and no value may be NaN. Raises `ValueError` naming the node.
+    Every required node must be present with numbers or bools, every column must have the
+    same leading (batch) size, and no value may be NaN or inf. Raises `ValueError` naming
+    the node.
     """
     if not isinstance(data, Mapping):
         raise TypeError(f"{argument}: expected a dict of node -> array, got {type(data).__name__}")
@@ -54,7 +55,7 @@ def check_data(
     arrays: dict[str, jnp.ndarray] = {}
     sizes: dict[str, int] = {}
     for name, value in data.items():
-        array = jnp.asarray(value)
+        array = _as_column(value, f"{argument}[{name!r}]")
         if array.ndim == 0:
             raise ValueError(
                 f"{argument}[{name!r}]: expected one value per unit (an array with a leading "
@@ -62,24 +63,52 @@ def check_data(
             )
         arrays[name] = array
         sizes[name] = array.shape[0]
-    # Under jit the values are abstract and cannot be checked; otherwise one device call
-    # counts the NaNs of every float column.
-    floats = [
-        n
-        for n, a in arrays.items()
-        if jnp.issubdtype(a.dtype, jnp.floating) and not isinstance(a, jax.core.Tracer)
-    ]
-    if floats:
-        counts = np.asarray(_nan_counts(tuple(arrays[n] for n in floats)))
-        for name, count in zip(floats, counts, strict=True):
-            if count:
-                raise ValueError(f"{argument}[{name!r}]: contains {int(count)} NaN value(s)")
+    check_finite({f"{argument}[{n!r}]": a for n, a in arrays.items()})
     if len(set(sizes.values())) > 1:
         raise ValueError(f"{argument}: nodes have mismatched batch sizes {sizes}")
     size = next(iter(sizes.values())) if sizes else 0
     return arrays, size
 
 
+def check_finite(arrays: Mapping[str, Any], what: str = "contains") -> None:
+    """Raise `ValueError` if an array holds NaN or inf; `arrays` maps message labels to arrays.
+
+    Traced arrays (under jit) are abstract and pass unchecked. Host (numpy) arrays are
+    counted on the host, device arrays all together in one device call.
+    """
+    counts: dict[str, int] = {}
+    device: dict[str, jax.Array] = {}
+    for label, array in arrays.items():
+        if isinstance(array, jax.core.Tracer) or not jnp.issubdtype(array.dtype, jnp.inexact):
+            continue
+        if isinstance(array, jax.Array):
+            device[label] = array
+        else:
+            counts[label] = int(np.size(array) - np.isfinite(array).sum())
+    if device:
+        with jax.ensure_compile_time_eval():  # concrete even inside an outer trace
+            found = np.asarray(_nonfinite_counts(tuple(device.values())))
+        counts.update(zip(device, found.tolist(), strict=True))
+    for label in arrays:
+        if counts.get(label):
+            raise ValueError(f"{label}: {what} {counts[label]} non-finite value(s) (NaN or inf)")
+
+
+def _as_column(value: Any, argument: str) -> jax.Array:
+    """`value` as a JAX array, if it holds numbers or bools (not strings or objects)."""
+    if isinstance(value, jax.Array):  # device arrays and tracers: always numeric or bool
+        return value
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged nested lists
+        array = np.asarray(value, dtype=object)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{argument}: expected numbers or bools (one value per unit), got dtype {array.dtype}"
+        )
+    return jnp.asarray(array)
+
+
 @jax.jit
-def _nan_counts(columns: tuple[jax.Array, ...]) -> jax.Array:
-    return jnp.stack([jnp.isnan(c).sum() for c in columns])
+def _nonfinite_counts(columns: tuple[jax.Array, ...]) -> jax.Array:
+    return jnp.stack([jnp.logical_not(jnp.isfinite(c)).sum() for c in columns])

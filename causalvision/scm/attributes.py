@@ -8,10 +8,9 @@ knowing the dataset.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-from causalvision.validation import check_int
+from causalvision.validation import check_int, check_real
 
 __all__ = ["Attribute"]
 
@@ -47,16 +46,24 @@ class Attribute:
         where = f"attributes[{self.name!r}]"
         if self.kind not in KINDS:
             raise ValueError(f"{where}.kind: expected one of {KINDS}, got {self.kind!r}")
+        # A bare string would silently split into one-letter parents.
+        if isinstance(self.parents, str) or not all(isinstance(p, str) for p in self.parents):
+            raise ValueError(
+                f"{where}.parents: expected a list of node names, got {self.parents!r}"
+            )
         object.__setattr__(self, "parents", tuple(self.parents))
         if self.kind == "categorical":
             check_int(self.num_classes, f"{where}.num_classes", 2)
-        offset, scale = self.standardise
-        if not (math.isfinite(offset) and math.isfinite(scale) and scale > 0):
+        if not (isinstance(self.standardise, tuple | list) and len(self.standardise) == 2):
             raise ValueError(
                 f"{where}.standardise: expected (offset, scale) with scale > 0, "
                 f"got {self.standardise!r}"
             )
-        object.__setattr__(self, "standardise", (float(offset), float(scale)))
+        # Scalars computed with numpy or JAX are numbers too.
+        offset, scale = (v.item() if hasattr(v, "item") else v for v in self.standardise)
+        offset = check_real(offset, f"{where}.standardise offset")
+        scale = check_real(scale, f"{where}.standardise scale", 0, open_low=True)
+        object.__setattr__(self, "standardise", (offset, scale))
         if self.support is not None:
             object.__setattr__(self, "support", tuple(self.support))
 

@@ -2,6 +2,11 @@
 
 Written once against the Mechanism protocol; it never knows which kind of mechanism it drives.
 Every query is a pure, jit-compiled function of (mechanisms, data, PRNG key).
+
+Inputs are checked at the public boundary, on concrete values: factual data and intervention
+values must be finite and inside their node's support, keys must be PRNG keys. Shift results
+are checked once computed. Under an outer `jax.jit` values are abstract and only shapes and
+dtypes are checked (see `SCM.propagate`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from causalvision.graph import CausalGraph
-from causalvision.scm._validation import as_node_list, check_data, check_known
+from causalvision.scm._validation import as_node_list, check_data, check_finite, check_known
 from causalvision.scm.estimate import Estimate, mean_and_stderr
 from causalvision.scm.mechanisms import Mechanism
-from causalvision.validation import check_int
+from causalvision.validation import check_int, check_key
 
 Array = jax.Array
 Values = dict[str, Array]
@@ -111,25 +116,67 @@ class SCM:
     # Validation at the public boundary.
 
     def _check_do(self, do: Mapping[str, Any] | None) -> dict[str, Any]:
-        do = dict(do or {})
+        if do is None:
+            return {}
+        if not isinstance(do, Mapping):
+            raise ValueError(f"do: expected a dict node -> intervention value, got {do!r}")
+        do = dict(do)
         check_known(do, self.nodes, "do")
         for name, value in do.items():
-            if callable(value) or isinstance(value, WorldRef) or _is_traced(value):
-                continue
-            array = np.asarray(value)
-            if np.issubdtype(array.dtype, np.floating) and np.isnan(array).any():
-                raise ValueError(f"do[{name!r}]: intervention value contains NaN")
-            self._check_support(name, np.atleast_1d(array), f"do[{name!r}]")
+            self._check_intervention(name, value, f"do[{name!r}]")
         return do
 
-    def _check_support(self, name: str, value: np.ndarray, argument: str) -> None:
-        ok = self.mechanisms[name].in_support(value)
+    def _check_intervention(self, name: str, value: Any, argument: str) -> None:
+        """One intervention value: a finite number or array in the node's support, a shift
+        function (checked once applied) or a `from_world` reference."""
+        if value is None:
+            raise ValueError(
+                f"{argument}: expected an intervention value for node {name!r} (a number, one "
+                f"value per unit, a shift function or from_world(...)), got None; leave the "
+                f"node out of `do` not to intervene on it"
+            )
+        if isinstance(value, WorldRef):
+            check_known([value.node], self.nodes, f"{argument}: from_world")
+            return
+        if not (callable(value) or _is_traced(value)):
+            self._check_value(name, value, argument)
+
+    def _check_value(self, name: str, value: Any, argument: str) -> None:
+        """A concrete value of node `name`: finite numbers (or bools) in its support."""
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged nested lists
+            array = np.asarray(None)
+        if array.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{argument}: expected a number or an array of numbers for node {name!r}, "
+                f"got {value!r}"
+            )
+        check_finite({argument: array})
+        self._check_support(name, np.atleast_1d(array), argument)
+
+    def _check_support(self, name: str, value: Any, argument: str, what: str = "") -> None:
+        """Raise `ValueError` if concrete `value`s of node `name` lie outside its support."""
+        mech = self.mechanisms[name]
+        ok = mech.in_support(value)
         if ok is not None and not ok.all():
             bad = np.asarray(value)[~ok].ravel()[:3].tolist()
+            support = mech.describe_support()
+            support = f" ({support})" if support else ""
             raise ValueError(
-                f"{argument}: {int((~ok).sum())} value(s) outside the support of node {name!r}, "
-                f"e.g. {bad}"
+                f"{argument}: {what}{int((~ok).sum())} value(s) outside the support of node "
+                f"{name!r}{support}, e.g. {bad}"
             )
+
+    def _check_shifts(self, do: Mapping[str, Any], values: Values) -> None:
+        """Shift results, known only once computed, must be finite and in their support.
+
+        Under an outer `jax.jit` they are abstract and pass unchecked (see `propagate`).
+        """
+        shifted = {n: values[n] for n, v in do.items() if callable(v) and not _is_traced(values[n])}
+        check_finite({f"do[{n!r}]": v for n, v in shifted.items()}, "the shift returned")
+        for name, value in shifted.items():
+            self._check_support(name, value, f"do[{name!r}]", "the shift moved ")
 
     def _check_values(self, values: Mapping[str, Any], argument: str) -> tuple[Values, int]:
         arrays, size = check_data(values, self.nodes, argument)
@@ -140,6 +187,8 @@ class SCM:
         return arrays, size
 
     def _require_key(self, key: Array | None, nodes: Iterable[str], query: str) -> Array:
+        if key is not None:
+            return check_key(key)
         stochastic = [n for n in nodes if not self.mechanisms[n].exact_abduction]
         if key is None and stochastic:
             raise ValueError(
@@ -147,7 +196,7 @@ class SCM:
                 f"draws); pass a PRNG `key`"
             )
         # With every abduction exact no draw is made; the compiled query still takes a key.
-        return jax.random.key(0) if key is None else key
+        return jax.random.key(0)
 
     # ------------------------------------------------------------------------------------------
     # The three steps every query is made of.
@@ -173,7 +222,17 @@ class SCM:
         posterior factorises over nodes and each mechanism abducts its own noise.
         With `num_samples`, every noise gets a leading axis of posterior draws.
         """
-        nodes = self.nodes if nodes is None else tuple(nodes)
+        nodes = self.nodes if nodes is None else tuple(as_node_list(nodes, "nodes"))
+        check_known(nodes, self.nodes, "nodes")
+        if num_samples is not None:
+            check_int(num_samples, "num_samples", 1)
+        # Each node's noise needs its own value and its parents'; values are checked where
+        # concrete (under jit, inside the compiled queries, only their structure is).
+        needed = {p for n in nodes for p in (n, *self.mechanisms[n].parents)}
+        factual, _ = check_data(factual, [n for n in self.nodes if n in needed], "factual")
+        for name in needed:
+            if not _is_traced(factual[name]):
+                self._check_support(name, factual[name], f"factual[{name!r}]")
         keys = jax.random.split(self._require_key(key, nodes, "abduct"), len(self.nodes))
         noise = {}
         for (name, mech), k in zip(self.items(), keys, strict=True):
@@ -193,9 +252,16 @@ class SCM:
         """Push noise through the structural equations under the intervention `do`.
 
         `do` values are constants (broadcast to every unit), arrays with one value per unit,
-        or functions of the pre-intervention value (shift interventions). Nodes in `fixed`
-        keep the given values (used for nodes no intervention can reach). A node set to a
-        constant needs no noise; `num_units` then gives the batch size if nothing else does.
+        or functions of the pre-intervention value (shift interventions) that return the
+        node's shape. Nodes in `fixed` keep the given values (used for nodes no intervention
+        can reach). A node set to a constant needs no noise; `num_units` then gives the batch
+        size if nothing else does.
+
+        Shapes and dtypes are checked here, also under jit. Values are not: the public
+        queries check intervention values before, and shift results after, the compiled
+        program. Under an outer `jax.jit` nothing is concrete, so a shift that leaves a node's
+        support goes unnoticed and yields values outside it (NaN or -inf densities, category
+        indices clipped by table lookups); run such queries unjitted to have them checked.
         """
         do, fixed = do or {}, fixed or {}
         values: Values = {}
@@ -204,22 +270,15 @@ class SCM:
                 values[name] = fixed[name]
                 continue
             parents = {p: values[p] for p in mech.parents}
-            intervention = do.get(name)
-            if intervention is None:
+            if name not in do:
                 values[name] = mech.predict(noise[name], parents)
-            elif callable(intervention):
-                values[name] = intervention(mech.predict(noise[name], parents))
+            elif callable(do[name]):
+                values[name] = _apply_shift(name, do[name], mech.predict(noise[name], parents))
             else:
                 if num_units is None:
                     num_units = jax.tree.leaves((noise, values, fixed))[0].shape[0]
                 shape = _value_shape(mech, noise.get(name), parents, num_units)
-                value = jnp.asarray(intervention).astype(shape.dtype)
-                if value.ndim > len(shape.shape) - 1 and value.shape != shape.shape:
-                    raise ValueError(
-                        f"do[{name!r}]: expected a constant or one value per unit of shape "
-                        f"{shape.shape}, got shape {value.shape}"
-                    )
-                values[name] = jnp.broadcast_to(value, shape.shape)
+                values[name] = _set_value(name, do[name], shape)
         return values
 
     # ------------------------------------------------------------------------------------------
@@ -227,10 +286,13 @@ class SCM:
 
     def sample(self, key: Array, num_samples: int, do: Mapping[str, Any] | None = None) -> Values:
         """`num_samples` units from the observational (or, with `do`, interventional) law."""
+        key = check_key(key)
         do = self._check_do(do)
         check_int(num_samples, "num_samples", 1)
         constants, shifts = _split_do(do)
-        return _sample_jit(self, key, constants, num_samples=num_samples, shifts=shifts)
+        values = _sample_jit(self, key, constants, num_samples=num_samples, shifts=shifts)
+        self._check_shifts(do, values)
+        return values
 
     def log_prob(self, values: Mapping[str, Array]) -> Array:
         """Joint log density of fully observed units, `(N,)` (mechanisms with a density)."""
@@ -305,8 +367,12 @@ class SCM:
         if factual is None:
             if num_samples is None or key is None:
                 raise ValueError("multi_world: without `factual`, pass `key` and `num_samples`")
+            key = check_key(key)
             check_int(num_samples, "num_samples", 1)
-            return _prior_worlds_jit(self, key, worlds, order=order, num_units=num_samples)
+            results = _prior_worlds_jit(self, key, worlds, order=order, num_units=num_samples)
+            for name, do in worlds.items():
+                self._check_shifts(do, results[name])
+            return results
         factual, _ = self._check_values(factual, "factual")
         if num_samples is not None:
             check_int(num_samples, "num_samples", 1)
@@ -332,6 +398,8 @@ class SCM:
             world: {n: values[n] if n in values else unreached[n] for n in self.nodes}
             for world, values in computed.items()
         }
+        for name, do in worlds.items():
+            self._check_shifts(do, merged[name])
         return {"factual": factual, **merged}
 
     # ------------------------------------------------------------------------------------------
@@ -352,7 +420,7 @@ class SCM:
         Both arms share their noise (common random numbers), so the standard error is that of
         the unit-level differences.
         """
-        self._check_effect_nodes(treatment, outcome)
+        key = self._check_effect(key, treatment, outcome, value, baseline, num_samples)
         worlds = self.multi_world(
             {"treated": {treatment: value}, "control": {treatment: baseline}},
             key=key,
@@ -388,6 +456,7 @@ class SCM:
 
         `mediators` default to every node on a directed path from treatment to outcome.
         """
+        key = self._check_effect(key, treatment, outcome, value, baseline, num_samples)
         mediators = self._mediators(treatment, outcome, mediators)
         worlds = self.multi_world(
             {
@@ -411,6 +480,7 @@ class SCM:
         num_samples: int = 10_000,
     ) -> Estimate:
         """Natural indirect effect `E[Y(T=baseline, M(T=value))] - E[Y(T=baseline)]`."""
+        key = self._check_effect(key, treatment, outcome, value, baseline, num_samples)
         mediators = self._mediators(treatment, outcome, mediators)
         worlds = self.multi_world(
             {
@@ -444,7 +514,10 @@ class SCM:
         is given), so the noise posterior is exact: the given nodes' noise is abducted and
         every other node's noise is drawn from its prior.
         """
-        self._check_effect_nodes(treatment, outcome)
+        for argument, arm in (("value", value), ("baseline", baseline)):
+            if callable(arm) or isinstance(arm, WorldRef):
+                raise ValueError(f"cate: `{argument}` must be a treatment value, got {arm!r}")
+        key = self._check_effect(key, treatment, outcome, value, baseline, num_samples)
         if not isinstance(given, Mapping) or not given:
             raise ValueError("given: expected a non-empty dict node -> value")
         check_known(given, self.nodes, "given")
@@ -455,19 +528,13 @@ class SCM:
                     f"given: node {name!r} is conditioned on but its parent(s) {missing} are not; "
                     f"condition on every parent too (exact abduction needs them)"
                 )
+        for name, condition in given.items():
+            self._check_value(name, condition, f"given[{name!r}]")
         given = {n: jnp.asarray(v) for n, v in given.items()}
         batched = {n: v.ndim > 0 for n, v in given.items()}
         num_conditions = {int(v.shape[0]) for n, v in given.items() if batched[n]}
         if len(num_conditions) > 1:
             raise ValueError(f"given: arrays of conditions differ in length {num_conditions}")
-        for name, array in given.items():
-            self._check_support(name, np.atleast_1d(np.asarray(array)), f"given[{name!r}]")
-        for argument, arm in (("value", value), ("baseline", baseline)):
-            if callable(arm) or isinstance(arm, WorldRef):
-                raise ValueError(f"cate: `{argument}` must be a treatment value, got {arm!r}")
-            self._check_do({treatment: arm})
-        check_int(num_samples, "num_samples", 1)
-        key = self._require_key(key, given, "cate")
         arms = ({treatment: value}, {treatment: baseline})
         if not num_conditions:
             return _cate_jit(self, key, given, arms, outcome=outcome, num_samples=num_samples)
@@ -475,6 +542,18 @@ class SCM:
         return jax.vmap(
             lambda k, g: _cate_jit(self, k, g, arms, outcome=outcome, num_samples=num_samples)
         )(keys, given)
+
+    def _check_effect(
+        self, key: Any, treatment: str, outcome: str, value: Any, baseline: Any, num_samples: Any
+    ) -> Array:
+        """Check the arguments every effect takes; returns the key."""
+        key = check_key(key)
+        self._check_effect_nodes(treatment, outcome)
+        self._check_intervention(treatment, value, "value")
+        self._check_intervention(treatment, baseline, "baseline")
+        # A standard error needs at least two draws (one gives 0, which reads as certainty).
+        check_int(num_samples, "num_samples", 2)
+        return key
 
     def _check_effect_nodes(self, treatment: str, outcome: str) -> None:
         check_known([treatment], self.nodes, "treatment")
@@ -527,6 +606,54 @@ def _value_shape(mech, noise, parents, num_units: int) -> jax.ShapeDtypeStruct:
     if noise is not None:
         return jax.eval_shape(mech.predict, noise, parents)
     return jax.eval_shape(lambda: mech.sample(jax.random.key(0), parents, num_units))
+
+
+def _set_value(name: str, value: Any, node: jax.ShapeDtypeStruct) -> Array:
+    """A constant (the node's per-unit shape) or per-unit intervention value, as the node's
+    values `(N, ...)`. Shapes are static: this check also runs under jit."""
+    value = jnp.asarray(value)
+    if value.ndim == len(node.shape):
+        fits = value.shape == node.shape
+    else:
+        fits = _broadcasts(value.shape, node.shape[1:])
+    if not fits:
+        raise ValueError(
+            f"do[{name!r}]: expected a constant of the node's per-unit shape {node.shape[1:]} or "
+            f"one value per unit of shape {node.shape}, got shape {value.shape}"
+        )
+    return jnp.broadcast_to(value.astype(node.dtype), node.shape)
+
+
+def _apply_shift(name: str, shift: Callable, value: Array) -> Array:
+    """`shift(value)`, checked to keep the node's shape and (for a discrete node) its integer
+    dtype. Both are static, so this also runs under jit; values are checked after the query."""
+    out = shift(value)
+    try:
+        out = jnp.asarray(out)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"do[{name!r}]: the shift function must return an array of the node's shape "
+            f"{value.shape}, got {type(out).__name__}"
+        ) from None
+    if out.shape != value.shape:
+        raise ValueError(
+            f"do[{name!r}]: the shift function must return an array of the node's shape "
+            f"{value.shape} (one value per unit), got shape {out.shape}"
+        )
+    # Casting floats to a discrete node's integers would truncate them silently.
+    if jnp.issubdtype(out.dtype, jnp.inexact) and not jnp.issubdtype(value.dtype, jnp.inexact):
+        raise ValueError(
+            f"do[{name!r}]: the shift function returned dtype {out.dtype} for node {name!r} of "
+            f"dtype {value.dtype}; return values of the node's dtype"
+        )
+    return out.astype(value.dtype)
+
+
+def _broadcasts(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether an array of `shape` broadcasts to `target` without changing `target`."""
+    return len(shape) <= len(target) and all(
+        s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False)
+    )
 
 
 def _split_do(do: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[tuple[str, Callable], ...]]:

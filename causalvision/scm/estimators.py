@@ -11,13 +11,26 @@ Data is a dict ``node -> array of shape (N,)`` (one value per unit). Two familie
 
 Every estimator is a pure function of ``(arrays, weights, key)``; standard errors come from a
 nonparametric bootstrap that ``vmap``s that function over resampling weights.
+
+No confident number where the data cannot support one. Refused (``ValueError``): fewer than
+10 units, or fewer than twice as many as a regression has coefficients (a bootstrap over a
+handful of units gives no usable standard error); a treatment that never varies while the
+query asks for another value; a discrete treatment value never observed, or missing from a
+stratum of the discrete estimators (positivity violated: the formula is undefined). Warned
+about (``UserWarning``), as the estimate exists but rests on little: a (treatment, stratum)
+cell of the discrete estimators with fewer than 3 units (a bootstrap resample then misses it
+more than 5% of the time and reuses its full-data mean, so the standard error comes out too
+small) or with an empirical propensity ``P(T = t | stratum)`` below 0.01; for regressions, a
+discrete treatment value held by fewer than 3 units, strata without that value holding over
+1% of the units (the model extrapolates there), and a continuous treatment value outside the
+observed range.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +41,7 @@ from flax import nnx
 from causalvision.scm._compat import lenient_promotion
 from causalvision.scm._validation import as_node_list, check_data
 from causalvision.scm.estimate import Estimate
-from causalvision.validation import check_int
+from causalvision.validation import check_int, check_key, warn
 
 if TYPE_CHECKING:
     from causalvision.graph import CausalGraph
@@ -53,6 +66,10 @@ _MAX_PAIRS = 2000
 # cells, else resample units; bound the size of one vmapped chunk of resamples.
 _MAX_MULTINOMIAL_CELLS = 4096
 _CHUNK_ELEMENTS = 1 << 22
+# Reliability thresholds (see the module docstring for why these values).
+_MIN_UNITS = 10  # units below which no estimate is given
+_FEW_UNITS = 3  # units of a cell below which a resample misses it > 5% of the time (e^-3)
+_MIN_PROPENSITY = 0.01  # P(T = t | stratum), or the share of units extrapolated to
 
 
 def _float_dtype() -> jnp.dtype:
@@ -106,6 +123,8 @@ def _check_options(regressor: str, num_bootstrap: int, key: jax.Array | None) ->
     if regressor not in _REGRESSORS:
         raise ValueError(f"regressor: expected one of {list(_REGRESSORS)}, got {regressor!r}")
     check_int(num_bootstrap, "num_bootstrap", 0)
+    if num_bootstrap == 1:  # one replicate has no spread: a standard error of 0
+        raise ValueError("num_bootstrap: expected 0 (no standard error) or an int >= 2, got 1")
     if key is None:
         if num_bootstrap > 0 or regressor == "mlp":
             why = "the MLP's initialisation" if regressor == "mlp" else "the bootstrap"
@@ -114,9 +133,7 @@ def _check_options(regressor: str, num_bootstrap: int, key: jax.Array | None) ->
                 "the linear or discrete estimator, which draw none)"
             )
         return jax.random.key(0)  # never used: nothing here draws
-    if not isinstance(key, jax.Array):
-        raise TypeError(f"key: expected a jax PRNG key, got {type(key).__name__}")
-    return key
+    return check_key(key)
 
 
 def _is_discrete(arrays: Mapping[str, jax.Array], discrete: bool | None) -> bool:
@@ -133,9 +150,25 @@ def _scalar(value: Any, argument: str) -> Any:
         np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_)
     ):
         raise ValueError(f"{argument}: expected a scalar treatment value, got {value!r}")
-    if np.issubdtype(array.dtype, np.floating) and np.isnan(array):
-        raise ValueError(f"{argument}: expected a scalar treatment value, got NaN")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array):
+        raise ValueError(f"{argument}: expected a finite scalar treatment value, got {value!r}")
     return array.item()
+
+
+def _check_size(size: int, need: int, what: str) -> None:
+    if size < need:
+        raise ValueError(f"data: {size} rows are too few to estimate {what}; need at least {need}")
+
+
+def _check_varies(column: np.ndarray, treatment: str, values: Sequence[Any]) -> None:
+    """Refuse a query for a treatment value that a constant treatment column never takes."""
+    first = column[0]
+    if (column == first).all() and any(v != first for v in values):
+        other = next(v for v in values if v != first)
+        raise ValueError(
+            f"treatment {treatment!r} never varies in data (positivity violated): every unit "
+            f"has {treatment}={first.item()!r}, so nothing is known of {treatment}={other!r}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +264,171 @@ def _stratum_text(names: Sequence[str], columns: Sequence[np.ndarray], unit: int
     return "{" + values + "}"
 
 
+class _Strata(NamedTuple):
+    """Units grouped by treatment level and stratum (an observed combination of the set)."""
+
+    t_codes: np.ndarray  # (N,) treatment level of every unit
+    t_levels: np.ndarray  # (T,) sorted treatment values
+    z_columns: list[np.ndarray]  # the set's columns
+    s_codes: np.ndarray  # (N,) stratum of every unit
+    s_first: np.ndarray  # (S,) one unit of every stratum
+    pair_codes: np.ndarray  # (N,) (treatment, stratum) pair of every unit
+    pair_t: np.ndarray  # (P,) treatment level of every pair
+    pair_s: np.ndarray  # (P,) stratum of every pair
+    lookup: np.ndarray  # (V, S) the pair of every target value and stratum, -1 if none
+
+
+def _strata(
+    columns: Mapping[str, np.ndarray],
+    size: int,
+    treatment: str,
+    zs: Sequence[str],
+    values: Sequence[Any],
+    value_args: Sequence[str],
+) -> _Strata:
+    """Encode the units into (treatment, stratum) pairs; every target value must occur."""
+    t_codes, t_levels = _encode(columns[treatment])
+    targets = []
+    for value, argument in zip(values, value_args, strict=True):
+        matches = np.flatnonzero(t_levels == value)
+        if matches.size == 0:
+            raise ValueError(
+                f"{argument}: the treatment {treatment!r} never takes the value {value!r} in the "
+                f"data; observed values are {t_levels.tolist()}"
+            )
+        targets.append(int(matches[0]))
+    z_columns = [columns[z] for z in zs]
+    s_codes, s_first = _joint(z_columns, size)
+    pair_codes, pair_first = _joint([t_codes, s_codes], size)
+    pair_t, pair_s = t_codes[pair_first], s_codes[pair_first]
+    lookup = np.full((len(targets), len(s_first)), -1, np.int64)
+    for v, target in enumerate(targets):
+        (found,) = np.nonzero(pair_t == target)
+        lookup[v, pair_s[found]] = found
+    return _Strata(
+        t_codes, t_levels, z_columns, s_codes, s_first, pair_codes, pair_t, pair_s, lookup
+    )
+
+
+def _where(zs: Sequence[str], strata: _Strata, stratum: int, kind: str) -> str:
+    if not zs:
+        return " in the data"
+    text = _stratum_text(zs, strata.z_columns, int(strata.s_first[stratum]))
+    return f" with mediators {text}" if kind == "frontdoor" else f" in the stratum {text}"
+
+
+def _check_positivity(
+    strata: _Strata, treatment: str, zs: Sequence[str], values: Sequence[Any], kind: str
+) -> None:
+    """Refuse a plug-in formula that positivity leaves undefined; warn where it barely holds.
+
+    Back-door needs every target value in every stratum; front-door needs every treatment
+    value with every mediator stratum that a target value reaches. The cells that enter the
+    estimate must hold at least `_FEW_UNITS` units and a propensity of `_MIN_PROPENSITY`.
+    """
+    t_levels, lookup, pair_t, pair_s = strata.t_levels, strata.lookup, strata.pair_t, strata.pair_s
+    num_t, num_s = len(t_levels), len(strata.s_first)
+    if kind == "backdoor":
+        for v, value in enumerate(values):
+            (bad,) = np.nonzero(lookup[v] < 0)
+            if bad.size:
+                raise ValueError(
+                    f"positivity violated: no unit has treatment {treatment}={value!r} in the "
+                    f"stratum {_stratum_text(zs, strata.z_columns, int(strata.s_first[bad[0]]))} "
+                    f"({bad.size} such strata); P({treatment}={value!r} | {', '.join(zs)}) = 0 "
+                    f"there, so the back-door adjustment is not defined"
+                )
+        used = np.unique(lookup)
+    else:
+        pairs_per_stratum = np.bincount(pair_s, minlength=num_s)
+        for v, value in enumerate(values):
+            (bad,) = np.nonzero((lookup[v] >= 0) & (pairs_per_stratum < num_t))
+            if bad.size:
+                missing = np.setdiff1d(np.arange(num_t), pair_t[pair_s == bad[0]])[0]
+                raise ValueError(
+                    f"positivity violated: no unit has treatment {treatment}="
+                    f"{t_levels[missing].item()!r} with mediators "
+                    f"{_stratum_text(zs, strata.z_columns, int(strata.s_first[bad[0]]))}, which "
+                    f"occur under {treatment}={value!r}; the front-door adjustment is not defined"
+                )
+        reached = np.unique(pair_s[lookup[lookup >= 0]])
+        used = np.flatnonzero(np.isin(pair_s, reached))
+    pair_n = np.bincount(strata.pair_codes, minlength=len(pair_t))[used]
+    propensity = pair_n / np.bincount(strata.s_codes, minlength=num_s)[pair_s[used]]
+    reasons = []
+    for mask, why in (
+        (pair_n < _FEW_UNITS, f"fewer than {_FEW_UNITS} units"),
+        (propensity < _MIN_PROPENSITY, f"a propensity below {_MIN_PROPENSITY}"),
+    ):
+        if mask.any():
+            first = int(np.argmax(mask))
+            pair = used[first]
+            level = t_levels[pair_t[pair]].item()
+            reasons.append(
+                f"{mask.sum()} (treatment, stratum) cell(s) have {why}, e.g. {pair_n[first]} "
+                f"unit(s) with {treatment}={level!r}{_where(zs, strata, pair_s[pair], kind)} "
+                f"(P = {propensity[first]:.3g})"
+            )
+    if reasons:
+        warn(
+            f"positivity nearly violated: {'; '.join(reasons)}. The estimate leans on a "
+            f"handful of units there, and its bootstrap standard error is unreliable"
+        )
+
+
+def _check_regression_support(
+    columns: Mapping[str, np.ndarray],
+    size: int,
+    treatment: str,
+    zs: Sequence[str],
+    values: Sequence[Any],
+    value_args: Sequence[str],
+    kind: str,
+) -> None:
+    """Positivity for a regression: it is defined everywhere, so only warn where it extrapolates.
+
+    A discrete (integer or bool) treatment value must occur, in the strata of the discrete
+    columns of the set as the plug-in formula would need it; a continuous one should lie in
+    the observed range.
+    """
+    column = columns[treatment]
+    if not _is_discrete_dtype(column.dtype):
+        low, high = column.min().item(), column.max().item()
+        outside = [v for v in values if not low <= v <= high]
+        if outside:
+            warn(
+                f"treatment {treatment!r}: the value {outside[0]!r} lies outside the observed "
+                f"range [{low:.4g}, {high:.4g}]; the regression extrapolates beyond the data"
+            )
+        return
+    discrete_zs = [z for z in zs if _is_discrete_dtype(columns[z].dtype)]
+    strata = _strata(columns, size, treatment, discrete_zs, values, value_args)
+    levels_per_stratum = np.bincount(strata.pair_s, minlength=len(strata.s_first))
+    for v, value in enumerate(values):
+        arm = int((column == value).sum())
+        if kind == "backdoor":  # strata where the value never occurs
+            lacking = strata.lookup[v] < 0
+        else:  # mediator strata the value reaches that lack another treatment value
+            lacking = (strata.lookup[v] >= 0) & (levels_per_stratum < len(strata.t_levels))
+        share = np.isin(strata.s_codes, np.flatnonzero(lacking)).mean()
+        if arm < _FEW_UNITS:
+            warn(
+                f"positivity nearly violated: only {arm} unit(s) have {treatment}={value!r}; "
+                f"the regression's estimate there rests on them alone"
+            )
+        elif share > _MIN_PROPENSITY:
+            where = _where(discrete_zs, strata, int(np.argmax(lacking)), kind)
+            missing = (
+                f"no unit has {treatment}={value!r}{where}"
+                if kind == "backdoor"
+                else f"not every value of {treatment} occurs{where}, reached from {value!r}"
+            )
+            warn(
+                f"positivity violated for {share:.1%} of the units: {missing} "
+                f"({lacking.sum()} such strata); the regression extrapolates there"
+            )
+
+
 def _discrete_setup(
     arrays: Mapping[str, jax.Array],
     size: int,
@@ -253,47 +451,11 @@ def _discrete_setup(
     else D = 1.
     """
     columns = {name: np.asarray(arrays[name]) for name in (treatment, outcome, *zs)}
-    t_codes, t_levels = _encode(columns[treatment])
-    targets = []
-    for value, argument in zip(values, value_args, strict=True):
-        matches = np.flatnonzero(t_levels == value)
-        if matches.size == 0:
-            raise ValueError(
-                f"{argument}: the treatment {treatment!r} never takes the value {value!r} in the "
-                f"data; observed values are {t_levels.tolist()}"
-            )
-        targets.append(int(matches[0]))
-    z_columns = [columns[z] for z in zs]
-    s_codes, s_first = _joint(z_columns, size)
-    pair_codes, pair_first = _joint([t_codes, s_codes], size)
-    pair_t, pair_s = t_codes[pair_first], s_codes[pair_first]
-    num_t, num_s, num_pairs = len(t_levels), len(s_first), len(pair_first)
-    lookup = np.full((len(targets), num_s), -1, np.int64)
-    for v, target in enumerate(targets):
-        (found,) = np.nonzero(pair_t == target)
-        lookup[v, pair_s[found]] = found
-    if kind == "backdoor":
-        for v, value in enumerate(values):
-            (bad,) = np.nonzero(lookup[v] < 0)
-            if bad.size:
-                raise ValueError(
-                    f"positivity violated: no unit has treatment {treatment}={value!r} in the "
-                    f"stratum {_stratum_text(zs, z_columns, int(s_first[bad[0]]))} "
-                    f"({bad.size} such strata); P({treatment}={value!r} | {', '.join(zs)}) = 0 "
-                    f"there, so the back-door adjustment is not defined"
-                )
-    else:
-        pairs_per_stratum = np.bincount(pair_s, minlength=num_s)
-        for v, value in enumerate(values):
-            (bad,) = np.nonzero((lookup[v] >= 0) & (pairs_per_stratum < num_t))
-            if bad.size:
-                missing = np.setdiff1d(np.arange(num_t), pair_t[pair_s == bad[0]])[0]
-                raise ValueError(
-                    f"positivity violated: no unit has treatment {treatment}="
-                    f"{t_levels[missing].item()!r} with mediators "
-                    f"{_stratum_text(zs, z_columns, int(s_first[bad[0]]))}, which occur under "
-                    f"{treatment}={value!r}; the front-door adjustment is not defined"
-                )
+    strata = _strata(columns, size, treatment, zs, values, value_args)
+    _check_positivity(strata, treatment, zs, values, kind)
+    pair_codes, pair_t, pair_s = strata.pair_codes, strata.pair_t, strata.pair_s
+    lookup = strata.lookup
+    num_t, num_s, num_pairs = len(strata.t_levels), len(strata.s_first), len(pair_t)
     unit_cell, cell_first = _joint([pair_codes, columns[outcome]], size)
     num_cells = len(cell_first)
     count = np.bincount(unit_cell, minlength=num_cells)
@@ -596,7 +758,14 @@ def _interventional_means(
     values = [_scalar(v, a) for v, a in zip(values, value_args, strict=True)]
     arrays, size = _columns(data, [treatment, outcome, *zs])
     involved = {n: arrays[n] for n in (treatment, outcome, *zs)}
-    if _is_discrete(involved, discrete):
+    is_discrete = _is_discrete(involved, discrete)
+    # Coefficients of the largest regression: intercept, treatment and the set (or mediators).
+    coefficients = 0 if is_discrete else len(zs) + 2
+    what = f"E[{outcome} | do({treatment})] by {kind.replace('door', '-door')} adjustment"
+    _check_size(size, max(_MIN_UNITS, 2 * coefficients), what)
+    columns = {n: np.asarray(a) for n, a in involved.items()}
+    _check_varies(columns[treatment], treatment, values)
+    if is_discrete:
         cell_arrays, draw_arrays, config, estimator = _discrete_setup(
             arrays, size, treatment, outcome, zs, values, value_args, kind
         )
@@ -613,6 +782,7 @@ def _interventional_means(
             cost=2 * size,
         )
         return point[:, 0], replicates[:, :, 0]
+    _check_regression_support(columns, size, treatment, zs, values, value_args, kind)
     dtype = _float_dtype()
     floats = {n: a.astype(dtype) for n, a in arrays.items()}
     reg_arrays = {
@@ -917,6 +1087,8 @@ def interventional_distribution(
                 f"data[{name!r}]: interventional_distribution needs discrete (integer or bool) "
                 f"columns, got dtype {arrays[name].dtype}"
             )
+    _check_size(size, _MIN_UNITS, f"P({outcome} | do({treatment}))")
+    _check_varies(np.asarray(arrays[treatment]), treatment, [value])
     levels = np.unique(np.asarray(arrays[outcome]))
     cell_arrays, draw_arrays, config, estimator = _discrete_setup(
         arrays, size, treatment, outcome, zs, [value], ["value"], strategy, levels

@@ -25,6 +25,7 @@ from numpyro.optim import optax_to_numpyro
 from causalvision.scm._compat import lenient_promotion
 from causalvision.scm._validation import check_data, check_known
 from causalvision.scm.mechanisms import NumpyroMechanism
+from causalvision.validation import check_int, check_key
 
 if TYPE_CHECKING:
     from causalvision.scm.engine import SCM
@@ -142,9 +143,19 @@ def fit(
     if method not in _METHODS:
         raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
     arrays, num_units = check_data(data, (), "data")
+    if not arrays:
+        raise ValueError(
+            f"data: no observations; expected columns for the model's nodes, missing "
+            f"{list(scm.nodes)}"
+        )
     check_known(arrays, scm.nodes, "data")
+    if num_units == 0:
+        raise ValueError("data: expected at least one unit, got columns of length 0")
     for name, array in arrays.items():
-        scm._check_support(name, np.asarray(array), f"data[{name!r}]")
+        scm._check_support(name, array, f"data[{name!r}]")
+    for name, value in (("num_steps", num_steps), ("num_warmup", num_warmup)):
+        check_int(value, name, 1)
+    check_int(num_samples, "num_samples", 1)
     if learn is None:
         learn = [n for n, m in scm.items() if m.parameters()]
     learn = list(learn)
@@ -158,6 +169,7 @@ def fit(
             raise ValueError(f"priors: method {method!r} needs a prior for node(s) {missing}")
     if key is None:
         raise ValueError(f"key: fitting by {method!r} draws random numbers; pass a PRNG key")
+    key = check_key(key)
     model = numpyro_model(scm, learn=learn if method == "mle" else (), priors=priors)
 
     if method == "nuts":

@@ -14,6 +14,10 @@ knows which kind it drives:
 Node values carry a leading unit axis: a scalar node is `(N,)`, an image node `(N, H, W, C)`.
 Mechanisms are frozen dataclasses registered as pytrees, so an SCM passes through `jax.jit`
 and `jax.vmap` and refitting parameters does not recompile queries.
+
+Constructors check their parameters (finite weights, positive scales, probability tables,
+valid numpyro distribution parameters) where they are concrete; traced parameters (a
+mechanism built inside a jitted loss, or refitted under `SCM.fit`) pass unchecked.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 from causalvision.scm._compat import lenient_promotion
+from causalvision.validation import check_int, check_real, check_real_array, preview
 
 Array = jax.Array
 Noise = Any  # a pytree of arrays with a leading unit axis
@@ -137,6 +142,10 @@ class Mechanism(abc.ABC):
         """
         return None
 
+    def describe_support(self) -> str | None:
+        """The support in words, for error messages (None: not described)."""
+        return None
+
     def parameters(self) -> dict[str, tuple[Array, constraints.Constraint]]:
         """Learnable arrays by name, each with the constraint that defines its support."""
         return {}
@@ -154,6 +163,72 @@ class Mechanism(abc.ABC):
         if num_samples is None:
             return noise
         return jax.tree.map(lambda u: jnp.broadcast_to(u, (num_samples, *u.shape)), noise)
+
+
+def _is_traced(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _node_names(parents: Any, argument: str) -> tuple[str, ...]:
+    """Parent names as a tuple; a bare string is refused (it would split into characters)."""
+    if isinstance(parents, str) or not isinstance(parents, Iterable):
+        raise ValueError(f"{argument}: expected a list of node names, got {parents!r}")
+    names = tuple(parents)
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"{argument}: expected node names (str), got {name!r}")
+    return names
+
+
+def _float_parameter(value: Any, argument: str, shape: tuple[int, ...], **bounds: Any) -> Array:
+    """A float32 parameter of `shape`, finite and within `bounds` where concrete."""
+    array = jnp.asarray(check_real_array(value, argument, **bounds), dtype=jnp.float32)
+    if array.shape != shape:
+        raise ValueError(f"{argument}: expected shape {shape}, got {array.shape}")
+    return array
+
+
+def _check_distribution(d: Any, argument: str) -> None:
+    """A numpyro distribution with an empty batch shape (one value per unit), valid parameters."""
+    if not isinstance(d, dist.Distribution):
+        raise TypeError(f"{argument}: expected a numpyro distribution, got {type(d).__name__}")
+    if d.batch_shape:
+        raise ValueError(
+            f"{argument}: the distribution must have an empty batch shape (one value per unit), "
+            f"got batch shape {d.batch_shape}"
+        )
+    _check_distribution_parameters(d, argument)
+
+
+def _check_distribution_parameters(d: dist.Distribution, argument: str) -> None:
+    """Concrete parameters must be finite and satisfy their constraints.
+
+    numpyro's own check lets inf through and is off with `validate_args=False`: an infinite
+    or zero scale would only surface later, as NaN samples and densities.
+    """
+    for name, constraint in d.arg_constraints.items():
+        value = d.__dict__.get(name)  # lazy properties (probs of a logits law) stay unread
+        if value is None or _is_traced(value) or constraints.is_dependent(constraint):
+            continue
+        array = np.asarray(value)
+        if name == "logits":  # -inf is a category of probability zero
+            array = np.where(array == -np.inf, 0.0, array)
+        if not (np.isfinite(array).all() and _satisfies(constraint, array)):
+            raise ValueError(
+                f"{argument}: parameter {name!r} of {type(d).__name__} must be finite and "
+                f"satisfy {constraint}, got {preview(value)}"
+            )
+    base = d.__dict__.get("base_dist")
+    if isinstance(base, dist.Distribution):
+        _check_distribution_parameters(base, argument)
+
+
+def _satisfies(constraint: constraints.Constraint, array: np.ndarray) -> bool:
+    if constraint is constraints.simplex:  # numpyro's 1e-6 is tighter than float32 sums allow
+        return bool((array >= 0).all() and np.allclose(array.sum(-1), 1.0, atol=1e-5))
+    # Concrete in, concrete out, even while an outer function is being traced.
+    with lenient_promotion(), jax.ensure_compile_time_eval():
+        return bool(np.asarray(constraint(jnp.asarray(array))).all())
 
 
 def _stack_parents(parents: Parents, names: tuple[str, ...], num_units: int) -> Array:
@@ -186,15 +261,10 @@ class Root(Mechanism):
     parents: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if not isinstance(self.distribution_, dist.Distribution):
-            raise TypeError(
-                f"Root: expected a numpyro distribution, got {type(self.distribution_).__name__}"
-            )
-        if self.distribution_.batch_shape:
-            raise ValueError(
-                f"Root: the distribution must have an empty batch shape (one value per unit), "
-                f"got batch shape {self.distribution_.batch_shape}"
-            )
+        _check_distribution(self.distribution_, "Root")
+        object.__setattr__(self, "parents", _node_names(self.parents, "Root.parents"))
+        if self.parents:
+            raise ValueError(f"Root: a root node has no parents, got {self.parents}")
 
     def sample_noise(self, key, num_units):
         with lenient_promotion():
@@ -226,10 +296,13 @@ class Root(Mechanism):
     def in_support(self, value):
         if self.distribution_.support is constraints.real:
             return None
-        with lenient_promotion():
+        with lenient_promotion(), jax.ensure_compile_time_eval():
             ok = np.asarray(self.distribution_.support(jnp.asarray(value)))
         event_dims = self.distribution_.support.event_dim
         return ok if event_dims or ok.ndim <= 1 else ok.reshape(ok.shape[0], -1).all(axis=1)
+
+    def describe_support(self):
+        return repr(self.distribution_.support)
 
     def parameters(self):
         d = self.distribution_
@@ -294,7 +367,10 @@ class AdditiveNoise(Mechanism):
     noise: dist.Distribution = dataclasses.field(default_factory=lambda: dist.Normal(0.0, 1.0))
 
     def __post_init__(self):
-        object.__setattr__(self, "parents", tuple(self.parents))
+        object.__setattr__(self, "parents", _node_names(self.parents, "AdditiveNoise.parents"))
+        if not callable(self.fn):
+            raise TypeError(f"AdditiveNoise.fn: expected a function or module, got {self.fn!r}")
+        _check_distribution(self.noise, "AdditiveNoise.noise")
         # A plain function is not a pytree; `Partial` makes it one with no leaves.
         if jax.tree.leaves(self.fn) == [self.fn]:
             object.__setattr__(self, "fn", jax.tree_util.Partial(self.fn))
@@ -351,16 +427,19 @@ class LinearGaussian(Mechanism):
     scale: Array = 1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "parents", tuple(self.parents))
-        weights = jnp.asarray(self.weights, dtype=jnp.float32)
+        object.__setattr__(self, "parents", _node_names(self.parents, "LinearGaussian.parents"))
+        weights = jnp.asarray(
+            check_real_array(self.weights, "LinearGaussian.weights"), dtype=jnp.float32
+        )
         if weights.shape != (len(self.parents),):
             raise ValueError(
                 f"LinearGaussian: weights must have shape ({len(self.parents)},), one per parent "
                 f"{self.parents}, got {weights.shape}"
             )
         object.__setattr__(self, "weights", weights)
-        object.__setattr__(self, "bias", jnp.asarray(self.bias, dtype=jnp.float32))
-        object.__setattr__(self, "scale", jnp.asarray(self.scale, dtype=jnp.float32))
+        object.__setattr__(self, "bias", _float_parameter(self.bias, "LinearGaussian.bias", ()))
+        scale = _float_parameter(self.scale, "LinearGaussian.scale", (), minimum=0, open_low=True)
+        object.__setattr__(self, "scale", scale)
 
     def mean(self, parents: Parents, num_units: int) -> Array:
         # An elementwise sum, not a matmul over concatenated parents: no (N, P) copy.
@@ -431,20 +510,22 @@ class Categorical(Mechanism):
     exact_abduction: ClassVar[bool] = False
 
     def __init__(self, parents: Iterable[str], table: Any = None, *, logits: Any = None):
-        parents = tuple(parents)
+        parents = _node_names(parents, "Categorical.parents")
         if (table is None) == (logits is None):
             raise ValueError("Categorical: pass exactly one of `table` (probabilities) or `logits`")
         if table is not None:
-            table = np.asarray(table, dtype=np.float64)
-            if (table < 0).any() or not np.allclose(table.sum(-1), 1.0, atol=1e-5):
+            table = check_real_array(table, "Categorical.table", 0.0, 1.0)
+            if table.ndim == 0 or not np.allclose(table.sum(-1), 1.0, atol=1e-5):
                 raise ValueError(
                     "Categorical: `table` must hold probabilities >= 0 whose last axis sums to 1; "
                     f"row sums are {np.round(table.sum(-1), 6).tolist()}"
                 )
             with np.errstate(divide="ignore"):
                 logits = np.log(table)
+        elif not _is_traced(logits):
+            _check_logits(logits)
         logits = jnp.asarray(logits, dtype=jnp.float32)
-        if logits.ndim != len(parents) + 1:
+        if logits.ndim != len(parents) + 1 or logits.shape[-1] == 0:
             raise ValueError(
                 f"Categorical: the table needs one axis per parent {parents} plus one for the "
                 f"categories, i.e. {len(parents) + 1} axes; got shape {logits.shape}"
@@ -521,6 +602,9 @@ class Categorical(Mechanism):
         integral = np.equal(np.mod(value, 1), 0)
         return integral & (value >= 0) & (value < self.num_categories)
 
+    def describe_support(self):
+        return f"integers 0..{self.num_categories - 1}"
+
     def parameters(self):
         return {"logits": (self.logits, constraints.real)}
 
@@ -529,6 +613,24 @@ class Categorical(Mechanism):
         if unknown:
             raise ValueError(f"Categorical: unknown parameter(s) {sorted(unknown)}")
         return Categorical(self.parents, logits=values.get("logits", self.logits))
+
+
+def _check_logits(logits: Any) -> None:
+    """Logits may be -inf (probability 0) but not NaN or +inf, and no row may be all -inf."""
+    try:
+        array = np.asarray(logits)
+    except ValueError:  # ragged nested lists
+        array = np.asarray(None)
+    ok = array.dtype.kind in "iuf" and array.ndim >= 1
+    if ok:
+        array = array.astype(np.float64)
+        ok = not (np.isnan(array).any() or (array == np.inf).any())
+        ok = ok and bool(np.isfinite(array).any(axis=-1).all())
+    if not ok:
+        raise ValueError(
+            f"Categorical.logits: expected numbers < inf (-inf for a category of probability "
+            f"0), with a finite value in every row, got {preview(logits)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -558,10 +660,10 @@ class Inference:
         if self.method not in ("svi", "nuts"):
             raise ValueError(f"Inference.method: expected 'svi' or 'nuts', got {self.method!r}")
         for name in ("num_steps", "num_warmup"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Inference.{name}: expected >= 1, got {getattr(self, name)}")
-        if not self.obs_scale > 0:
-            raise ValueError(f"Inference.obs_scale: expected > 0, got {self.obs_scale}")
+            object.__setattr__(self, name, check_int(getattr(self, name), f"Inference.{name}", 1))
+        for name in ("learning_rate", "obs_scale"):
+            value = check_real(getattr(self, name), f"Inference.{name}", 0, open_low=True)
+            object.__setattr__(self, name, value)
 
 
 @mechanism_dataclass
@@ -598,9 +700,13 @@ class NumpyroMechanism(Mechanism):
     exact_abduction: ClassVar[bool] = False
 
     def __post_init__(self):
-        object.__setattr__(self, "parents", tuple(self.parents))
+        object.__setattr__(self, "parents", _node_names(self.parents, "NumpyroMechanism.parents"))
         if not callable(self.model):
             raise TypeError(f"NumpyroMechanism: `model` must be callable, got {self.model!r}")
+        if not isinstance(self.inference, Inference):
+            raise TypeError(
+                f"NumpyroMechanism.inference: expected an Inference, got {self.inference!r}"
+            )
         if self.params is None:  # discover the model's `numpyro.param` sites and their inits
             dummy = {p: jnp.zeros((1,), jnp.float32) for p in self.parents}
             run = numpyro.handlers.seed(lambda: self._plated(self.model, dummy, 1), 0)
@@ -612,6 +718,16 @@ class NumpyroMechanism(Mechanism):
                 "param_constraints",
                 tuple((s["name"], s["kwargs"].get("constraint", constraints.real)) for s in params),
             )
+        for name, constraint in self.param_constraints:
+            value = self.params.get(name)
+            if value is None or _is_traced(value):
+                continue
+            array = np.asarray(value)
+            if not (np.isfinite(array).all() and _satisfies(constraint, array)):
+                raise ValueError(
+                    f"NumpyroMechanism.params[{name!r}]: expected finite value(s) satisfying "
+                    f"{constraint}, got {preview(value)}"
+                )
 
     @staticmethod
     def _plated(fn: Callable[..., Array], parents: Parents, num_units: int) -> Array:
