@@ -218,6 +218,8 @@ def test_commands_print_one_line_for_every_expected_failure(case, tmp_path, caps
     assert err and err[-1].startswith("causalvision: error: "), err
     assert fragment in err[-1], err[-1]
     assert not any("Traceback" in line for line in err)
+    if case == "unknown dataset":  # refused before the run wrote anything
+        assert not (tmp_path / "w3" / "config.json").exists()
 
 
 def test_a_full_disk_is_one_line_too(tmp_path, capsys, monkeypatch):

@@ -90,6 +90,40 @@ def test_two_processes_train_identically_and_restore(one_device_run, tmp_path):
     assert _max_difference(first, _params(one_device_run)) < 1e-5
 
 
+@pytest.mark.multiprocess
+def test_a_held_workdir_stops_every_process_of_a_multi_host_run(tmp_path):
+    from causalvision.train import workdir
+
+    port = portpicker.pick_unused_port()
+    commands = [
+        [
+            sys.executable,
+            str(WORKER),
+            str(tmp_path),
+            f"--coordinator=127.0.0.1:{port}",
+            "--num-processes=2",
+            f"--process-id={k}",
+        ]
+        for k in range(2)
+    ]
+    fd = workdir.acquire(tmp_path)  # process 0 alone looks at the lock, and tells process 1
+    try:
+        procs = [
+            subprocess.Popen(
+                c, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            for c in commands
+        ]
+        outputs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        workdir.release(fd)
+    (_, first), (_, second) = outputs
+    assert procs[0].returncode != 0 and procs[1].returncode != 0
+    assert f"WorkdirBusyError: workdir: {tmp_path} is in use by another run" in first
+    assert f"WorkdirBusyError: workdir: process 0 could not take '{tmp_path}'" in second
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def _finished_steps(checkpoints: pathlib.Path) -> list[int]:
     if not checkpoints.exists():
         return []

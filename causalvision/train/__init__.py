@@ -2,11 +2,12 @@
 
 `train(task, trainer_config, workdir)` trains any `Task` (model + loss + data);
 `train_and_evaluate(config, workdir)` does the same for a named task from an experiment
-config (`load_config("experiments/x.py:tiny")`). Runs resume from their last checkpoint.
+config (`load_config("experiments/x.py:tiny")`). Runs resume from their newest verified
+checkpoint, and one run at a time holds a workdir.
 Tasks are found by name (`TASKS`) or module path; see `causalvision.train.tasks`.
 """
 
-from causalvision.train.checkpoint import Checkpointer
+from causalvision.train.checkpoint import Checkpointer, CheckpointSaveError
 from causalvision.train.config import (
     CONFIG_VERSION,
     Config,
@@ -32,10 +33,12 @@ from causalvision.train.trainer import (
     train,
     train_and_evaluate,
 )
+from causalvision.train.workdir import WorkdirBusyError
 
 __all__ = [
     "CONFIG_VERSION",
     "TASKS",
+    "CheckpointSaveError",
     "Checkpointer",
     "Config",
     "DataConfig",
@@ -44,6 +47,7 @@ __all__ = [
     "TaskSpec",
     "TrainResult",
     "TrainerConfig",
+    "WorkdirBusyError",
     "apply_overrides",
     "build_model",
     "build_task",

@@ -87,3 +87,35 @@ def put_batch(local_batch: Any, mesh: Mesh) -> Any:
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
     )
+
+
+def from_primary(flag: bool) -> bool:
+    """Process 0's `flag` on every process (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
+
+
+def everywhere(flag: bool) -> bool:
+    """Whether `flag` holds on every process (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.all(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def gather_strings(value: str) -> list[str]:
+    """Every process's `value`, by process index (a collective: every process must call it).
+
+    The strings must have the same length on every process (digests, say).
+    """
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    codes = np.frombuffer(value.encode(), np.uint8)
+    gathered = multihost_utils.process_allgather(codes)
+    return [bytes(row).decode() for row in np.asarray(gathered).reshape(jax.process_count(), -1)]

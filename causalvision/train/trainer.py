@@ -12,6 +12,7 @@ iterator's position is checkpointed with the state, so a resumed run replays exa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from causalvision.data import make_pipeline
@@ -34,6 +36,7 @@ from causalvision.train.checkpoint import Checkpointer, abstract_like
 from causalvision.train.config import Config, TrainerConfig, config_from_dict, config_to_dict
 from causalvision.train.metrics_io import MetricWriter, plot_curves
 from causalvision.train.optim import global_norm, learning_rate_schedule, make_optimizer
+from causalvision.train.workdir import owned
 from causalvision.validation import check_int
 
 Batch = Mapping[str, Any]
@@ -42,8 +45,12 @@ EvalFn = Callable[[nnx.Module, Batch, jax.Array], Mapping[str, jax.Array]]
 Hook = Callable[[int, nnx.Module], Mapping[str, float] | None]
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss or the gradients became NaN or infinite; the run stopped without saving."""
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """The loss or the gradients became NaN or infinite; the run stopped without saving.
+
+    A ValueError too: the remedy is in the input (learning rate, clipping, data), and the
+    command line reports ValueErrors in one line.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,18 +117,23 @@ def train_and_evaluate(
     """Builds the task named by `config.task` and trains it in `workdir` (resuming if possible).
 
     `hooks` are evaluation hooks as for `train`. The completed config (typed model settings,
-    with what they derive from the data) is written to `workdir/config.json`.
+    with what they derive from the data) is written to `workdir/config.json`, after the task
+    was built and the workdir taken, so a refused run leaves the workdir as it was.
+
+    Raises:
+      ValueError: an unknown task or dataset, bad settings, or an unusable workdir.
+      WorkdirBusyError: another run holds `workdir`.
     """
     from causalvision.train.config import complete_config
     from causalvision.train.tasks import build_task
 
-    workdir = pathlib.Path(workdir)
     config = complete_config(config)
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(json.dumps(config_to_dict(config), indent=2))
     task = build_task(config)
-    return train(task, config.trainer, workdir, hooks=hooks, shuffle=config.data.shuffle)
+    mesh = _checked_mesh(config.trainer)
+    with owned(workdir) as workdir:
+        if jax.process_index() == 0:
+            _write_atomically(workdir / "config.json", json.dumps(config_to_dict(config), indent=2))
+        return _train(task, config.trainer, workdir, mesh, hooks, shuffle=config.data.shuffle)
 
 
 def train(
@@ -137,19 +149,49 @@ def train(
     Writes `workdir/checkpoints/<step>/`, `metrics.jsonl` (train lines every `log_every`
     steps, eval lines every `eval_every`), `curves.png` at the end and, with
     `config.tensorboard`, TensorBoard events. `hooks` are called as `hook(step, model)` at
-    each evaluation and may return more metrics to log.
+    each evaluation and may return more metrics to log. The run holds `workdir` (see
+    `causalvision.train.workdir`) until it returns or raises.
 
     Raises:
+      ValueError: bad settings, or a workdir that is a file or not writable.
+      WorkdirBusyError: another run holds `workdir`.
       NonFiniteLossError: the loss or gradients became non-finite; the run stops before any
         checkpoint of the bad state is written.
+      CheckpointSaveError: a checkpoint could not be written; the run stops at the next step.
     """
+    mesh = _checked_mesh(config)
+    with owned(workdir) as workdir:
+        return _train(task, config, workdir, mesh, hooks, shuffle=shuffle)
+
+
+def _checked_mesh(config: TrainerConfig) -> Mesh:
+    """The data mesh, once `config` is known to be valid for it."""
     _check_trainer_config(config)
-    workdir = pathlib.Path(workdir)
     mesh = distributed.data_mesh()
     if config.batch_size % mesh.size:
         raise ValueError(
             f"trainer.batch_size: {config.batch_size} is not divisible by the {mesh.size} devices"
         )
+    return mesh
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    """Writes `text` to `path` so that a reader (or a crash) never sees half a file."""
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _train(
+    task: Task,
+    config: TrainerConfig,
+    workdir: pathlib.Path,
+    mesh: Mesh,
+    hooks: Sequence[Hook],
+    *,
+    shuffle: bool,
+) -> TrainResult:
+    """`train` in a workdir this run holds."""
     process, processes = jax.process_index(), jax.process_count()
     iterator = iter(
         make_pipeline(
@@ -161,40 +203,49 @@ def train(
             transforms=task.transforms,
         )
     )
-
     graphdef, state, shardings = _initial_state(task, config, mesh)
-    checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
-    restored = checkpointer.restore(abstract_like(state), iterator)
-    if restored is not None:
-        _, state, _ = restored
-
     step_fn = jax.jit(
         _make_train_step(graphdef, task, config),
         donate_argnums=0,
         out_shardings=(shardings, distributed.replicated(mesh)),
     )
     eval_fn = _make_eval_fn(graphdef, task) if task.eval_metrics is not None else None
-    writer = MetricWriter(workdir, tensorboard=config.tensorboard) if process == 0 else None
     stop = _StopRequest()
-    step = int(jax.device_get(state["step"]))
 
-    def save(at: int) -> None:
-        _raise_if_nonfinite(state, checkpointer)
-        meta = {"step": at, "processes": processes, "devices": mesh.size}
-        checkpointer.save(at, state, iterator, meta)
+    with contextlib.ExitStack() as cleanup:
+        checkpointer = cleanup.enter_context(
+            Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep)
+        )
+        restored = checkpointer.restore(abstract_like(state), iterator)
+        if restored is not None:
+            _, state, _ = restored
+        step = int(jax.device_get(state["step"]))
+        # Tracked here: reading the step list from disk while a save is in flight makes orbax
+        # try to delete an old step twice.
+        saved = step if restored is not None else None
+        writer = None
+        if process == 0:
+            writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+            cleanup.callback(writer.close)
+        progress = tqdm(
+            total=config.num_steps,
+            initial=step,
+            desc="train",
+            disable=not config.progress or process != 0,
+            dynamic_ncols=True,
+        )
+        cleanup.callback(progress.close)
 
-    progress = tqdm(
-        total=config.num_steps,
-        initial=step,
-        desc="train",
-        disable=not config.progress or process != 0,
-        dynamic_ncols=True,
-    )
-    pending: list[Mapping[str, jax.Array]] = []
-    tick, tick_step = time.perf_counter(), step
-    try:
+        def save(at: int) -> None:
+            _raise_if_nonfinite(state, checkpointer)
+            meta = {"step": at, "processes": processes, "devices": mesh.size}
+            checkpointer.save(at, state, iterator, meta)
+
+        pending: list[Mapping[str, jax.Array]] = []
+        tick, tick_step = time.perf_counter(), step
         with stop.on_signals():
             while step < config.num_steps and not stop.requested:
+                checkpointer.raise_if_failed()  # a failed save stops the run at once
                 batch = distributed.put_batch(next(iterator), mesh)
                 state, metrics = step_fn(state, batch)
                 pending.append(metrics)
@@ -220,14 +271,10 @@ def train(
                     tick = time.perf_counter()  # evaluation time is not training throughput
                 if step % config.checkpoint_every == 0:
                     save(step)
-        if not checkpointer.steps() or checkpointer.steps()[-1] != step:
+                    saved = step
+        if saved != step:
             save(step)  # at exit: the last step, or where a SIGTERM stopped the run
         checkpointer.wait()
-    finally:
-        progress.close()
-        checkpointer.close()
-        if writer is not None:
-            writer.close()
     if writer is not None and writer.path.exists():
         plot_curves(writer.path, workdir / "curves.png")
     return _result(graphdef, state, step, workdir)
@@ -237,7 +284,8 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Conf
     """The config and trained model of a `train_and_evaluate` run in `workdir`.
 
     Reads `config.json` (upgrading an older layout, see `upgrade_config`), rebuilds the model
-    without its data and restores the newest readable checkpoint, or `step`.
+    without its data and restores the newest readable checkpoint, or `step`. Reading takes
+    no lock: a run may be loaded while it trains.
     """
     from causalvision.train.tasks import build_model
 
@@ -249,6 +297,10 @@ def load_run(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Conf
         values = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"workdir: {str(path)!r} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"workdir: {str(path)!r}: expected a JSON object, got a {type(values).__name__}"
+        )
     config = config_from_dict(values)
     task = Task(init_model=build_model(config), loss=_no_loss, train_source=())
     return config, restore(task, config.trainer, workdir, step=step)
@@ -273,7 +325,7 @@ def restore(
     wanted = {"model_opt": {0: state["model_opt"][0]}}  # (model, optimizer)[0]
     if "ema" in state:
         wanted["ema"] = state["ema"]
-    with Checkpointer(workdir / "checkpoints", max_to_keep=config.max_to_keep) as checkpointer:
+    with Checkpointer(workdir / "checkpoints", read_only=True) as checkpointer:
         restored = checkpointer.restore(abstract_like(wanted), step=step, partial=True)
     if restored is None:
         raise FileNotFoundError(f"workdir: no checkpoint in {workdir / 'checkpoints'}")
@@ -460,16 +512,24 @@ def _mean(metrics: Sequence[Mapping[str, jax.Array]]) -> dict[str, float]:
 
 
 def _raise_if_nonfinite(state: dict, checkpointer: Checkpointer) -> None:
+    """Raises `NonFiniteLossError` if a step went non-finite, naming the newest checkpoint
+    that reads back equal to its digests (never one merely present on disk)."""
     bad = int(jax.device_get(state["nonfinite_step"]))
-    if bad >= 0:
-        checkpointer.wait()  # let the last good checkpoint finish before reporting it
-        kept = checkpointer.steps()
-        where = f"step {kept[-1]} in {checkpointer.directory}" if kept else "none was written"
-        raise NonFiniteLossError(
-            f"the loss or its gradients became non-finite at step {bad}; stopping without "
-            f"saving. The last good checkpoint is kept ({where}). Lower the learning rate, "
-            "clip gradients (trainer.grad_clip_norm) or check the data."
-        )
+    if bad < 0:
+        return
+    checkpointer.wait()  # let the last good checkpoint finish before reporting it
+    good = checkpointer.newest_verified(abstract_like(state))
+    where = (
+        f"The newest checkpoint that verifies is step {good} in {checkpointer.directory}."
+        if good is not None
+        else f"No checkpoint in {checkpointer.directory} verifies: none was written, or "
+        "all are damaged or older than digests."
+    )
+    raise NonFiniteLossError(
+        f"the loss or its gradients became non-finite at step {bad}; stopping without "
+        f"saving. {where} Lower the learning rate, clip gradients (trainer.grad_clip_norm) "
+        "or check the data."
+    )
 
 
 class _StopRequest:
@@ -479,8 +539,6 @@ class _StopRequest:
         self.requested = False
 
     def on_signals(self):
-        import contextlib
-
         @contextlib.contextmanager
         def handlers():
             if threading.current_thread() is not threading.main_thread():
