@@ -10,6 +10,8 @@ key checks read static properties only, so they also run inside `jax.jit`; value
 from __future__ import annotations
 
 import math
+import os
+import pathlib
 import sys
 import warnings
 from collections.abc import Sequence
@@ -19,6 +21,7 @@ import jax
 import numpy as np
 
 __all__ = [
+    "check_directory",
     "check_int",
     "check_key",
     "check_real",
@@ -188,3 +191,22 @@ def _describe(value: Any) -> str:
         return f"a {dtype} scalar"
     text = repr(value)
     return text if len(text) <= 40 else f"a {type(value).__name__}"
+
+
+def check_directory(path: Any, argument: str) -> pathlib.Path:
+    """`path` as a directory this process can write into, created (with parents) if missing.
+
+    Raises `ValueError` if it is a file, cannot be created or is not writable.
+    """
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{argument}: {str(path)!r} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        message = f"{argument}: {str(path)!r} cannot be created ({error.strerror})"
+        raise ValueError(message) from None
+    # os.access also answers for root on a read-only mount, where permission bits do not.
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{argument}: {str(path)!r} is not writable")
+    return path

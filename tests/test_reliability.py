@@ -182,7 +182,7 @@ def _cases(tmp_path: pathlib.Path) -> dict[str, tuple[list[str], str]]:
         ),
         "workdir that is a file": (
             ["train", experiment, "--workdir", str(a_file)],
-            "a_file",
+            "workdir: '" + str(a_file) + "' is not a directory",
         ),
         "a run that diverges": (
             ["train", diverging, "--workdir", str(tmp_path / "w4")],
@@ -194,7 +194,7 @@ def _cases(tmp_path: pathlib.Path) -> dict[str, tuple[list[str], str]]:
         ),
         "data build into a file": (
             ["data", "build", "morpho_digits", "--size", "4", "--data-dir", str(a_file)],
-            "a_file",
+            "data_dir: '" + str(a_file) + "' is not a directory",
         ),
     }
 

@@ -38,7 +38,7 @@ from causalvision.data.dataset import Dataset
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
 from causalvision.data.sources import GeneratedSource
-from causalvision.validation import check_int
+from causalvision.validation import check_directory, check_int
 
 __all__ = ["MorphoDigitsBuilder", "PendulumBuilder", "build_dataset", "load_source"]
 
@@ -290,6 +290,8 @@ def build_dataset(
     if size is not None:
         check_int(size, "size", 1)
     check_int(seed, "seed", 0)
+    if data_dir is not None:
+        check_directory(data_dir, "data_dir")
     builder = cls(data_dir=data_dir, size=size, seed=seed, progress=progress, **kwargs)
     path = pathlib.Path(os.fspath(builder.data_path))
     if builder.is_prepared():

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import jax
 
 from causalvision.train import distributed
+from causalvision.validation import check_directory
 
 LOCK_NAME = "run.lock"
 
@@ -63,7 +64,7 @@ def owned(workdir: str | pathlib.Path) -> Iterator[pathlib.Path]:
 
 def acquire(workdir: pathlib.Path) -> int:
     """Creates `workdir` if needed and locks it; returns the lock's file descriptor."""
-    _check_writable(workdir)
+    check_directory(workdir, "workdir")
     path = workdir / LOCK_NAME
     try:
         # Python's fds are close-on-exec; forked workers would share the lock until they exit.
@@ -92,19 +93,6 @@ def release(fd: int) -> None:
     os.ftruncate(fd, 0)
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
-
-
-def _check_writable(workdir: pathlib.Path) -> None:
-    if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"workdir: {str(workdir)!r} is not a directory")
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        message = f"workdir: {str(workdir)!r} cannot be created ({error.strerror})"
-        raise ValueError(message) from None
-    # os.access also answers for root on a read-only mount, where permission bits do not.
-    if not os.access(workdir, os.W_OK | os.X_OK):
-        raise ValueError(f"workdir: {str(workdir)!r} is not writable")
 
 
 def _holder() -> dict:
