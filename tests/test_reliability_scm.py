@@ -457,3 +457,12 @@ def test_data_errors_name_the_argument_not_internals():
         scm.abduct(data, nodes=["Q"])
     with pytest.raises(ValueError, match=r"factual: missing value\(s\) for node\(s\) \['X'\]"):
         scm.abduct({"H": data["H"]}, nodes=["H"])
+
+
+def test_estimate_effect_with_data_and_graph_swapped_names_the_graph():
+    from causalvision.scm import estimate_effect
+
+    graph = CausalGraph([("T", "Y")])
+    data = {"T": np.array([0, 1] * 10), "Y": np.arange(20.0)}
+    with pytest.raises(TypeError, match="graph: expected a CausalGraph"):
+        estimate_effect(graph, data, "T", "Y", 1, 0, key=jax.random.key(0))

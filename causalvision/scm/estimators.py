@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -38,13 +38,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+from causalvision.graph import CausalGraph
 from causalvision.scm._compat import lenient_promotion
 from causalvision.scm._validation import as_node_list, check_data
 from causalvision.scm.estimate import Estimate
 from causalvision.validation import check_int, check_key, warn
-
-if TYPE_CHECKING:
-    from causalvision.graph import CausalGraph
 
 __all__ = [
     "backdoor_adjustment",
@@ -943,6 +941,10 @@ def _resolve(
     adjustment_set: Iterable[str] | None,
 ) -> tuple[str, list[str]]:
     """The strategy ("backdoor" / "frontdoor") and the set to use, checked against the graph."""
+    if not isinstance(graph, CausalGraph):  # e.g. data and graph swapped
+        raise TypeError(
+            f"graph: expected a CausalGraph (e.g. scm.graph), got {type(graph).__name__}"
+        )
     if method not in _METHODS:
         raise ValueError(f"method: expected one of {list(_METHODS)}, got {method!r}")
     for name, what in ((treatment, "treatment"), (outcome, "outcome")):
