@@ -1,6 +1,7 @@
 """Benchmarks stay runnable: a tiny run of each, checking the answers they time are right."""
 
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -34,3 +35,59 @@ def test_graph_scaling_benchmark_runs_and_its_answers_are_checked(tmp_path, unca
     for r in rows:
         assert all(r["checks"].values()), r["checks"]
         assert r["smallest_size"] > 0 and r["identify_s"] > 0
+
+
+def test_gpu_check_smoke_run_goes_through_every_stage(tmp_path, uncached_env):
+    output = tmp_path / "gpu_check.json"
+    # On the CPU, with XLA's backend optimisations off: a smoke run times nothing that counts,
+    # and its many small programs compile a third faster.
+    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+    env = {**uncached_env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags.strip()}
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--output",
+               str(output), "--workdir", str(tmp_path / "runs")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+
+    rows = {(r["dtype"], r["batch"]): r for r in result["train_step"]}
+    assert set(rows) == {("float32", 8), ("bfloat16", 8)}
+    for r in rows.values():
+        assert r["samples_per_s"] > 0 and r["compile_s"] > 0 and math.isfinite(r["loss"]), r
+        assert r["flops_per_step"] > 0 and r["flop_rate"] > 0, r
+    # Every convolution and matmul of the step, backward ones included, in the row's dtype.
+    (products,) = rows[("float32", 8)]["matmul_operand_types"].values()
+    assert rows[("float32", 8)]["matmul_operand_types"] == {"f32/f32": products}
+    assert rows[("bfloat16", 8)]["matmul_operand_types"] == {"bf16/bf16": products}
+    cf = result["counterfactual"]
+    assert cf["batch"] == 16 and cf["images_per_s"] > 0 and cf["flops_per_call"] > 0, cf
+    assert cf["finite"]
+
+    # Trained until the time box sent SIGTERM, saved, then scored.
+    deep_scm = result["training"]["deep_scm"]
+    assert deep_scm["sigterm_at_s"] is not None and deep_scm["steps"] >= 1, deep_scm
+    assert result["training"]["oracle"]["steps"] == 4
+    quality = result["quality"]
+    for key in ("composition_l1_1", "composition_l1_10",
+                "effectiveness/do(digit)/predicted/digit_acc"):  # fmt: skip
+        assert math.isfinite(quality[key]), (key, quality[key])
+    # Measured on a few steps' blurs: numbers, or null (NaN) where no stroke is found.
+    for key in ("effectiveness/do(thickness)/measured/thickness_mae",
+                "effectiveness/do(intensity)/measured/intensity_mae"):  # fmt: skip
+        assert key in quality and (quality[key] is None or quality[key] >= 0), (key, quality)
+    interventions = ("digit", "thickness", "intensity", "random")
+    assert set(quality["gt_error_l1"]) == {f"do({name})" for name in interventions}
+    assert all(math.isfinite(v) for v in quality["gt_error_l1"].values())
+
+    assert len(result["goals"]) == 6
+    assert all(g["met"] is None and "not a measurement" in g["value"] for g in result["goals"])
+    assert result["machine"]["device_kind"] == "cpu" and result["machine"]["cpu_count"] >= 1
+
+
+def test_gpu_check_refuses_a_machine_without_gpu_in_one_line(tmp_path, uncached_env):
+    output = tmp_path / "gpu_check.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--output", str(output)]
+    env = {**uncached_env, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2
+    assert done.stderr.startswith("gpu_check: no GPU") and len(done.stderr.splitlines()) == 1
+    assert not output.exists()
