@@ -246,3 +246,28 @@ def test_bad_inputs_name_the_argument(model, key):
         model.decode(jnp.zeros((4, 3), jnp.float32), context)
     with pytest.raises(ValueError, match="context: expected the parents"):
         model.decode(jnp.zeros((2, 8), jnp.float32), context)
+
+
+def _init(config: VAEConfig) -> VAE:
+    return nnx.jit(lambda: VAE(config, rngs=nnx.Rngs(jax.random.key(0, impl="rbg"))))()
+
+
+def test_film_starts_as_the_plain_decoder_and_scales_and_shifts_each_channel(model, key):
+    """FiLM's γ and β start at zero (the same decoder as without it); with the output
+    stage's γ, β set, loc and log-scale are the plain ones times (1 + γ) plus β."""
+    film = _init(dataclasses.replace(SMALL, film=True))
+    noise = jax.random.normal(key, (N, SMALL.latent_dim))
+    context = MORPHO(_parents(jax.random.fold_in(key, 1), N))
+    plain_loc, plain_log_scale = _decode(model, noise, context)
+    loc, log_scale = _decode(film, noise, context)
+    np.testing.assert_array_equal(np.asarray(loc), np.asarray(plain_loc))
+    np.testing.assert_array_equal(np.asarray(log_scale), np.asarray(plain_log_scale))
+
+    gamma, beta = jnp.asarray([0.5, -0.25]), jnp.asarray([0.1, 0.2])
+    film.dec_film[-1].bias[...] = jnp.concatenate([gamma, beta])
+    loc, log_scale = _decode(film, noise, context)
+    np.testing.assert_allclose(loc, plain_loc * 1.5 + 0.1, rtol=1e-5, atol=1e-6)
+    expected = jnp.maximum(plain_log_scale * 0.75 + 0.2, SMALL.min_log_scale)
+    np.testing.assert_allclose(log_scale, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"config\.film"):
+        VAE(dataclasses.replace(SMALL, context_dim=0, film=True), rngs=nnx.Rngs(0))

@@ -44,6 +44,11 @@ class VAEConfig:
 
     `encoder_widths[k]` is the width of the k-th stride-2 conv; the decoder mirrors them
     (starting at `image_size / 2^len(encoder_widths)` with `encoder_widths[-1]` channels).
+
+    `film` also conditions every decoder stage on the parents by FiLM (Perez et al. 2018):
+    `h * (1 + γ(pa)) + β(pa)` per channel, output included, with γ and β zero at
+    initialisation. A parent that scales the image (Morpho's intensity) is then one product
+    away, where the input concatenation alone must learn it through every layer.
     """
 
     image_shape: tuple[int, int, int] = (32, 32, 1)
@@ -54,6 +59,7 @@ class VAEConfig:
     decoder_hidden: int = 1024
     beta: float = 1.0
     min_log_scale: float = -7.0  # keeps the pixel likelihood finite on constant regions
+    film: bool = False
 
     @classmethod
     def tiny(cls, image_shape: tuple[int, int, int], context_dim: int) -> VAEConfig:
@@ -92,6 +98,8 @@ def _validate(config: VAEConfig) -> None:
             f"by {factor}, got {shape[0]}"
         )
     check_int(config.context_dim, "config.context_dim", 0)
+    if config.film and not config.context_dim:
+        raise ValueError("config.film: FiLM conditions on the parents; context_dim is 0")
     for name in ("latent_dim", "encoder_hidden", "decoder_hidden"):
         check_int(getattr(config, name), f"config.{name}", 1)
     check_real(config.beta, "config.beta", 0.0)
@@ -152,6 +160,14 @@ class VAE(nnx.Module):
             )
             cin = w
         self.dec_convs = nnx.List(deconvs)
+        if config.film:
+            zeros = nnx.initializers.zeros_init()
+            self.dec_film = nnx.List(
+                [
+                    nnx.Linear(config.context_dim, 2 * w, kernel_init=zeros, rngs=rngs)
+                    for w in (widths[-1], *outs)
+                ]
+            )
 
     @property
     def context_dim(self) -> int:
@@ -198,13 +214,21 @@ class VAE(nnx.Module):
         h = jax.nn.gelu(self.dec_hidden(h))
         h = jax.nn.gelu(self.dec_features(h))
         h = h.reshape(h.shape[0], self.base, self.base, -1)
+        h = self._film(0, h, context)
         for k, deconv in enumerate(self.dec_convs):
             if k:
                 h = jax.nn.gelu(h)
-            h = deconv(h)
+            h = self._film(k + 1, deconv(h), context)
         c = self.image_shape[2]
         log_scale = jnp.maximum(h[..., c:], jnp.float32(self.config.min_log_scale))
         return h[..., :c], log_scale
+
+    def _film(self, stage: int, h: Array, context: Array) -> Array:
+        """`h (N, H, W, C) * (1 + γ) + β` with `(γ, β)` read from the parents (if `film`)."""
+        if not self.config.film:
+            return h
+        gamma, beta = jnp.split(self.dec_film[stage](context.astype(h.dtype)), 2, axis=-1)
+        return h * (1 + gamma[:, None, None, :]) + beta[:, None, None, :]
 
     # -- training ---------------------------------------------------------------------------
 
