@@ -13,15 +13,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-# The main job: train a deep SCM of Morpho digits on CPU, then write counterfactual grids
-# (model vs exact ground truth), training curves and metrics.json to runs/demo/. A model
-# trained for minutes reconstructs loosely, so its counterfactuals use mean images rather
-# than carrying the factual pixel residual over (see docs/deep_scm.md).
+# The main job: train a deep SCM of Morpho digits on CPU (a pseudo-oracle, then the SCM with
+# a conditional VAE as its image mechanism), then write counterfactual grids (model vs exact
+# ground truth), training curves and metrics.json to runs/demo/. A model trained for minutes
+# reconstructs loosely, so its counterfactuals use mean images rather than carrying the
+# factual pixel residual over. docs/deep_scm.md shows how the demo's settings were chosen.
 DEMO := runs/demo
 demo: $(STAMP)
 	rm -rf $(DEMO)  # a fresh run each time, not a resume of an older one
 	$(VENV)/bin/causalvision train experiments/morpho_oracle.py:demo --workdir $(DEMO)/oracle
-	$(VENV)/bin/causalvision train experiments/morpho_hvae.py:demo --workdir $(DEMO)/deep_scm
+	$(VENV)/bin/causalvision train experiments/morpho_vae.py:demo --workdir $(DEMO)/deep_scm
 	$(VENV)/bin/causalvision evaluate --workdir $(DEMO)/deep_scm --oracle $(DEMO)/oracle --out $(DEMO) \
 		--pixel-noise mean
 	cp $(DEMO)/deep_scm/curves.png $(DEMO)/training_curves.png
