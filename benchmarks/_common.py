@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
+import platform
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +24,20 @@ def version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def host_info(packages: Sequence[str]) -> dict[str, Any]:
+    """The machine a benchmark ran on, and the versions of `packages` installed there."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None,
+        "versions": {p: version(p) or "not installed" for p in packages},
+    }
 
 
 def python_path() -> str:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _common import ROOT, print_columns, version, write_results
+from _common import ROOT, host_info, print_columns, write_results
 
 GOAL_SECONDS = 0.5
 
@@ -74,12 +73,7 @@ def main() -> None:
                 "met": median < GOAL_SECONDS,
             }
         )
-    machine = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "versions": {p: version(p) for p in ("jax", "jaxlib", "flax")},
-    }
+    machine = host_info(("causalvision", "jax", "jaxlib", "flax"))
     write_results(args, args.output, machine=machine, timings_seconds=timings, goals=goals)
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -51,7 +50,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from _common import print_columns, version, write_results
+from _common import host_info, print_columns, write_results
 
 if "JAX_PLATFORMS" not in os.environ:
     jax.config.update("jax_platforms", "cpu")
@@ -226,18 +225,11 @@ def bench_train_fed(what: str, source: Any, args, *, shuffle: bool) -> dict:
 def machine_info() -> dict[str, Any]:
     packages = ("causalvision", "jax", "jaxlib", "flax", "optax", "grain", "numpy")
     return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": sorted(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else None,
+        **host_info(packages),
         "jax_platforms": os.environ.get("JAX_PLATFORMS", "cpu (set by the benchmark)"),
         "jax_devices": [str(d) for d in jax.devices()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "pipeline_defaults": {"num_threads": DEFAULT_NUM_THREADS, "prefetch": DEFAULT_PREFETCH},
-        "versions": {p: version(p) or "not installed" for p in packages},
     }
 
 

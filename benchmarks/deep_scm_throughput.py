@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, print_columns, version, write_results
+from _common import fmt, host_info, print_columns, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "deep_scm_throughput.json"
@@ -401,20 +400,13 @@ def bench_matmul_peak(args, n: int = 2048) -> dict[str, Any]:
 def machine_info(peer: dict[str, Any] | None) -> dict[str, Any]:
     import jax
 
+    packages = ("causalvision", "jax", "jaxlib", "flax", "optax", "numpy")
     info: dict[str, Any] = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": sorted(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else None,
+        **host_info(packages),
         "jax_platforms": os.environ.get("JAX_PLATFORMS", "cpu (set by the benchmark)"),
         "jax_devices": [str(d) for d in jax.devices()],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "versions": {p: version(p) or "not installed"
-                     for p in ("causalvision", "jax", "jaxlib", "flax", "optax", "numpy")},
-    }  # fmt: skip
+    }
     if peer is not None:
         info["peer_versions"] = peer["versions"]
     return info

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import platform
 import random
 import statistics
 import sys
@@ -37,7 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, print_columns, version, write_results
+from _common import fmt, host_info, print_columns, write_results
 
 from causalvision.graph import CausalGraph
 
@@ -123,19 +121,6 @@ def bench(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": sorted(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else None,
-        "versions": {p: version(p) or "not installed" for p in ("causalvision", "networkx")},
-    }
-
-
 def print_table(rows: list[dict[str, Any]]) -> None:
     header = ("nodes", "edges", "|An|", "|Z|", "identify s", "first minimal s", "first any s",
               "old: minimal sets listed")  # fmt: skip
@@ -189,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(args.edges_per_node * n > n * (n - 1) // 2 for n in args.sizes):
         parser.error("--edges-per-node too large for the smallest size: a DAG has n(n-1)/2 edges")
 
-    info = machine_info()
+    info = host_info(("causalvision", "networkx"))
     print(f"machine: {info['processor']}, {info['cpu_count']} CPUs ({info['cpu_affinity']})")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()), flush=True)
     rows = []
