@@ -9,7 +9,6 @@ key checks read static properties only, so they also run inside `jax.jit`; value
 
 from __future__ import annotations
 
-import math
 import os
 import pathlib
 import sys
@@ -56,11 +55,7 @@ def check_real(
     ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(
         value, bool | np.bool_
     )
-    ok = ok and math.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if open_low else value >= minimum
-    if ok and maximum is not None:
-        ok = value < maximum if open_high else value <= maximum
+    ok = ok and bool(_within(np.float64(value), minimum, maximum, open_low, open_high))
     if not ok:
         where = _real_bounds(minimum, maximum, open_low, open_high)
         raise ValueError(f"{argument}: expected a finite number{where}, got {value!r}")
@@ -89,12 +84,7 @@ def check_real_array(
     ok = array.dtype.kind in "iuf"
     if ok:
         array = array.astype(np.float64)
-        inside = np.isfinite(array)
-        if minimum is not None:
-            inside &= array > minimum if open_low else array >= minimum
-        if maximum is not None:
-            inside &= array < maximum if open_high else array <= maximum
-        ok = bool(inside.all())
+        ok = bool(_within(array, minimum, maximum, open_low, open_high).all())
     if not ok:
         where = _real_bounds(minimum, maximum, open_low, open_high)
         raise ValueError(f"{argument}: expected finite number(s){where}, got {preview(value)}")
@@ -154,6 +144,22 @@ def _bounds(minimum: int | None, maximum: int | None) -> str:
     if maximum is not None:
         return f" <= {maximum}"
     return ""
+
+
+def _within(
+    value: np.ndarray | np.float64,
+    minimum: float | None,
+    maximum: float | None,
+    open_low: bool,
+    open_high: bool,
+) -> np.ndarray | np.bool_:
+    """Elementwise: finite and within the bounds (closed unless `open_low` / `open_high`)."""
+    inside = np.isfinite(value)
+    if minimum is not None:
+        inside &= value > minimum if open_low else value >= minimum
+    if maximum is not None:
+        inside &= value < maximum if open_high else value <= maximum
+    return inside
 
 
 def _real_bounds(
