@@ -1,6 +1,7 @@
 """Counterfactual quality metrics: composition, reversibility, effectiveness, commutativity and
 the error against exact ground-truth counterfactuals, as functions and as evaluators that a
-config names (`evals`)."""
+config names (`evals`); accuracy per group and of the worst group, for data with a
+confounder."""
 
 from causalvision.metrics.counterfactual import (
     batched,
@@ -28,6 +29,7 @@ from causalvision.metrics.evaluators import (
     get_evaluator,
     run_evaluators,
 )
+from causalvision.metrics.groups import group_accuracy, group_index
 
 __all__ = [
     "EVALUATORS",
@@ -46,6 +48,8 @@ __all__ = [
     "flatten_metrics",
     "get_evaluator",
     "ground_truth_error",
+    "group_accuracy",
+    "group_index",
     "quantile_bins",
     "reversibility",
     "run_evaluators",

@@ -1,6 +1,21 @@
 """Flax NNX building blocks for causal image models."""
 
+from causalvision.nn.adjusted_classifier import ADJUSTMENTS, AdjustedClassifier, ConfounderTable
 from causalvision.nn.classifiers import AttributePredictor, ConvEncoder
+from causalvision.nn.deconfounding import (
+    BackdoorAdjustment,
+    ClassWiseAdjustment,
+    Dictionary,
+    FeatureWiseAdjustment,
+    FrontDoorAttention,
+    Prior,
+    assign_clusters,
+    backdoor_adjust,
+    confounder_dictionary,
+    kmeans,
+    label_prior,
+    uniform_prior,
+)
 from causalvision.nn.deep_scm import CounterfactualTuner, DeepSCM
 from causalvision.nn.flows import (
     ConditionalAffine,
@@ -25,17 +40,25 @@ from causalvision.nn.image_mechanism import (
 from causalvision.nn.vae import VAE, VAEConfig
 
 __all__ = [
+    "ADJUSTMENTS",
     "HVAE",
     "IMAGE_MODELS",
     "VAE",
+    "AdjustedClassifier",
     "AttributePredictor",
+    "BackdoorAdjustment",
+    "ClassWiseAdjustment",
     "ConditionalAffine",
     "ConditionalFlow",
     "ConditionalSpline",
+    "ConfounderTable",
     "ConvEncoder",
     "CounterfactualTuner",
     "DeepSCM",
+    "Dictionary",
+    "FeatureWiseAdjustment",
     "FlowMechanism",
+    "FrontDoorAttention",
     "GaussianDecoderMechanism",
     "GaussianDecoderModel",
     "HVAEConfig",
@@ -43,10 +66,17 @@ __all__ = [
     "Interval",
     "ParentEncoding",
     "Positive",
+    "Prior",
     "VAEConfig",
+    "assign_clusters",
+    "backdoor_adjust",
+    "confounder_dictionary",
     "discretized_gaussian_log_likelihood",
     "fit_flow_mechanism",
     "from_pixels",
+    "kmeans",
+    "label_prior",
     "rational_quadratic_spline",
     "to_pixels",
+    "uniform_prior",
 ]

@@ -13,7 +13,8 @@ from flax import nnx
 class ConvEncoder(nnx.Module):
     """Strided 3x3 convolutions (each halving the resolution) then global average pooling.
 
-    Maps images `(N, H, W, C)` to features `(N, widths[-1])`.
+    Maps images `(N, H, W, C)` to features `(N, widths[-1])`; `feature_map` stops before the
+    pooling.
     """
 
     def __init__(self, in_channels: int, widths: Sequence[int], *, rngs: nnx.Rngs):
@@ -28,11 +29,15 @@ class ConvEncoder(nnx.Module):
         )
         self.norms = nnx.List([nnx.GroupNorm(w, num_groups=min(8, w), rngs=rngs) for w in widths])
 
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def feature_map(self, images: jax.Array) -> jax.Array:
+        """The last convolution's activations `(N, H / 2^L, W / 2^L, widths[-1])`."""
         h = images
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = jax.nn.gelu(norm(conv(h)))
-        return jnp.mean(h, axis=(1, 2))
+        return h
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        return jnp.mean(self.feature_map(images), axis=(1, 2))
 
 
 class AttributePredictor(nnx.Module):
