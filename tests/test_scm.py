@@ -120,6 +120,28 @@ def test_three_way_gumbel_counterfactual_matches_brute_force_over_the_noise():
     assert ours[1] > 0.15  # stability: staying at the observed category is favoured
 
 
+def test_gumbel_counterfactual_with_zero_probability_categories_matches_brute_force():
+    # Row A=0 forbids B=0 and row A=1 forbids B=1: the abducted noise of a forbidden category
+    # keeps its prior (not -inf - -inf = NaN, which argmax would pick under the other row).
+    table = [[0.0, 0.7, 0.3], [0.5, 0.0, 0.5]]
+    scm = SCM({"A": Categorical([], [0.5, 0.5]), "B": Categorical(["A"], table)})
+    with np.errstate(divide="ignore"):
+        logits = jnp.log(jnp.asarray(table))
+    g = jax.random.gumbel(jax.random.key(16), (2_000_000, 3))
+    kept = g[jnp.argmax(logits[0][None] + g, axis=-1) == 2]
+    brute = np.bincount(np.asarray(jnp.argmax(logits[1][None] + kept, axis=-1)), minlength=3)
+    n = 200_000
+    factual = {"A": jnp.zeros(n, jnp.int32), "B": jnp.full(n, 2, jnp.int32)}
+    cf = np.asarray(scm.counterfactual(factual, {"A": 1}, jax.random.key(17))["B"])
+    assert (cf != 1).all()  # never a category of probability 0 under A=1
+    np.testing.assert_allclose(np.bincount(cf, minlength=3) / n, brute / brute.sum(), atol=0.01)
+    # A deterministic child follows its parent exactly.
+    copy = SCM({"A": Categorical([], [0.5, 0.5]), "B": Categorical(["A"], [[1, 0], [0, 1]])})
+    units = copy.sample(jax.random.key(18), 1_000)
+    cf = copy.counterfactual(units, {"A": 1 - units["A"]}, jax.random.key(19))
+    np.testing.assert_array_equal(cf["B"], 1 - units["A"])
+
+
 def test_counterfactual_posterior_draws_add_a_leading_axis():
     scm = discrete_scm()
     units = scm.sample(jax.random.key(8), 10)

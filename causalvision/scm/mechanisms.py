@@ -588,7 +588,12 @@ class Categorical(Mechanism):
             top = top + jax.random.gumbel(key_max, top.shape, dtype=jnp.float32)
             rest = _truncated_gumbel(key_rest, logits, top)
             is_value = jax.nn.one_hot(value, self.num_categories, dtype=jnp.bool_)
-            return jnp.where(is_value, top, rest) - logits
+            noise = jnp.where(is_value, top, rest) - logits
+            # A category of probability 0 here (logit -inf) is below the maximum whatever its
+            # Gumbel: the observation says nothing about it, so it keeps its prior (and not
+            # -inf - -inf = NaN, which argmax would pick under other parents).
+            free = jax.random.gumbel(jax.random.fold_in(key, 1), logits.shape, jnp.float32)
+            return jnp.where(jnp.isneginf(logits), free, noise)
 
         if num_samples is None:
             return draw(key)
