@@ -1,5 +1,6 @@
 """Synthetic datasets whose generator is a known SCM, so every image has an exact counterfactual."""
 
+from causalvision.data.confounded import ConfoundedShapes
 from causalvision.data.dataset import DATASETS, Dataset, check_attributes, get_dataset
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
@@ -18,6 +19,7 @@ from causalvision.data.real import (
 )
 from causalvision.data.sources import GeneratedSource, quantize_image, stack_examples
 from causalvision.data.tfds_builders import (
+    ConfoundedShapesBuilder,
     MorphoDigitsBuilder,
     PendulumBuilder,
     build_dataset,
@@ -32,6 +34,8 @@ __all__ = [
     "ArraySource",
     "CelebAPreprocess",
     "CelebASource",
+    "ConfoundedShapes",
+    "ConfoundedShapesBuilder",
     "Dataset",
     "GeneratedSource",
     "MappedSource",

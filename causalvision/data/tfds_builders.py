@@ -4,12 +4,15 @@
 `GeneratedSource` and writes them with TFDS; `load_source("morpho_digits", "train", d)` reads
 them back as a random-access `tfds.data_source` (len / `[i]`, numpy out) that grain can use.
 A built split equals `GeneratedSource(dataset, size, seed)` example for example, and each stored
-example keeps everything needed to re-render it under an intervention: all attributes and, for
-Morpho digits, the exogenous style.
+example keeps everything needed to re-render it under an intervention: all attributes and the
+exogenous noise (Morpho digits' style, the confounded shapes' placement and shape noise).
 
-Layout: `<data_dir>/morpho_digits/1.0.0/` and `<data_dir>/pendulum/<S>px/1.0.0/`, each with
-`train` (`size` examples, seed `s`) and `test` (seed `s + 1`; 1/6 of `size` for Morpho digits,
-MNIST's 60k/10k ratio, and 1/3 for the pendulum, the CausalVAE 5,482/1,826 ratio) splits.
+Layout: `<data_dir>/morpho_digits/1.0.0/`, `<data_dir>/pendulum/<S>px/1.0.0/` and
+`<data_dir>/confounded_shapes/<config>/1.0.0/`, each with `train` (`size` examples, seed `s`)
+and `test` (seed `s + 1`; 1/6 of `size` for Morpho digits, MNIST's 60k/10k ratio, 1/3 for the
+pendulum, the CausalVAE 5,482/1,826 ratio, and 1/4 for the confounded shapes) splits. The
+confounded shapes add `unconfounded` (seed `s + 2`) and `anticorrelated` (seed `s + 3`), 1/4
+of `size` each, drawn from `ConfoundedShapes.split(...)` of the same options.
 `dataset_info.json` records size, seed and chunk size in its metadata.
 
 TensorFlow is never imported (REFERENCE 12): the files are array_record, the DatasetInfo is built
@@ -34,20 +37,38 @@ import tqdm
 from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
+from causalvision.data.confounded import DEFAULTS as CONFOUNDED_DEFAULTS
+from causalvision.data.confounded import ConfoundedShapes
 from causalvision.data.dataset import Dataset
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
 from causalvision.data.sources import GeneratedSource
 from causalvision.validation import check_directory, check_int
 
-__all__ = ["MorphoDigitsBuilder", "PendulumBuilder", "build_dataset", "load_source"]
+__all__ = [
+    "ConfoundedShapesBuilder",
+    "MorphoDigitsBuilder",
+    "PendulumBuilder",
+    "build_dataset",
+    "load_source",
+]
 
 VERSION = tfds.core.Version("1.0.0")
 RELEASE_NOTES = {"1.0.0": "Initial release."}
 PENDULUM_SIZES = (32, 64, 96)
 DEFAULT_PENDULUM_SIZE = 64
 _PENDULUM_NAME = re.compile(r"^pendulum(?:/(?P<size>\d+)px)?$")
-KNOWN_NAMES = ("morpho_digits", "pendulum", *(f"pendulum/{s}px" for s in PENDULUM_SIZES))
+CONFOUNDED_SIZES = (32, 64)
+_CONFOUNDED_NAME = re.compile(
+    r"^confounded_shapes(?:/(?:k(?P<classes>\d+)_a(?P<agreement>[0-9.e+-]+)_)?(?P<size>\d+)px)?$"
+)
+KNOWN_NAMES = (
+    "morpho_digits",
+    "pendulum",
+    *(f"pendulum/{s}px" for s in PENDULUM_SIZES),
+    "confounded_shapes",
+    *(f"confounded_shapes/{s}px" for s in CONFOUNDED_SIZES),
+)
 
 _IMAGE_ENCODING = tfds.features.Encoding.ZLIB  # mostly-constant images: ~5-10x smaller
 _FLOAT = np.float32
@@ -155,17 +176,19 @@ class _SyntheticBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True)
             ),
         )
 
-    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[int, dict]]]:
-        del dl_manager  # nothing to download
+    def _split_sources(self) -> dict[str, GeneratedSource]:
+        """Each split's examples: "train" (`size`, seed `s`) and "test" (seed `s + 1`)."""
         dataset = self._dataset()
         return {
-            "train": self._generate_examples(
-                GeneratedSource(dataset, self._size, self._seed, self._chunk_size), "train"
-            ),
-            "test": self._generate_examples(
-                GeneratedSource(dataset, self.test_size, self._seed + 1, self._chunk_size),
-                "test",
-            ),
+            "train": GeneratedSource(dataset, self._size, self._seed, self._chunk_size),
+            "test": GeneratedSource(dataset, self.test_size, self._seed + 1, self._chunk_size),
+        }
+
+    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[tuple[int, dict]]]:
+        del dl_manager  # nothing to download
+        return {
+            split: self._generate_examples(source, split)
+            for split, source in self._split_sources().items()
         }
 
     def _generate_examples(self, source: GeneratedSource, split: str):
@@ -242,14 +265,114 @@ class PendulumBuilder(_SyntheticBuilder):
         return Pendulum(image_size=self.builder_config.image_size)
 
 
+@dataclasses.dataclass(eq=False)
+class ConfoundedShapesConfig(tfds.core.BuilderConfig):
+    """`ConfoundedShapes` options; the config name is f"{image_size}px" for the default
+    classes and agreement, f"k{num_classes}_a{agreement!r}_{image_size}px" otherwise."""
+
+    num_classes: int = CONFOUNDED_DEFAULTS["num_classes"]
+    agreement: float = CONFOUNDED_DEFAULTS["agreement"]
+    image_size: int = CONFOUNDED_DEFAULTS["image_size"]
+
+
+def _confounded_config(dataset: ConfoundedShapes) -> ConfoundedShapesConfig:
+    k, a, s = dataset.num_classes, dataset.agreement, dataset.image_size
+    default = (k, a) == (CONFOUNDED_DEFAULTS["num_classes"], CONFOUNDED_DEFAULTS["agreement"])
+    return ConfoundedShapesConfig(
+        name=f"{s}px" if default else f"k{k}_a{a!r}_{s}px",
+        num_classes=k,
+        agreement=a,
+        image_size=s,
+        description=f"{k} shapes on {k} backgrounds, agreement {a}, {s}x{s} RGB images",
+    )
+
+
+class ConfoundedShapesBuilder(_SyntheticBuilder):
+    """Shapes on coloured backgrounds: the background confounds the shape label.
+
+    Features: "image" uint8 (S, S, 3); "background" and "shape" class labels (0..K-1); the
+    exogenous noise "position" (2,), "radius", "rotation", "tone", "texture" (2,) and
+    "shape_noise" (K,) float32. Splits: "train" (`size`, seed s), "test" (seed s + 1, same
+    agreement), "unconfounded" (seed s + 2, agreement 1/K) and "anticorrelated" (seed s + 3,
+    agreement 0), the last three 1/4 of `size` each. `ConfoundedShapes(...).split(name)
+    .counterfactual(example, do)` re-renders the exact counterfactual of any stored example of
+    that split. See `causalvision.data.confounded`.
+
+    Configs "32px" (default) and "64px" with 4 classes and agreement 0.95; any other options
+    through `ConfoundedShapesBuilder(num_classes=..., agreement=..., image_size=...)` (read
+    back with `load_source(ConfoundedShapes(...).tfds_name)`).
+    """
+
+    name = "confounded_shapes"
+    BUILDER_CONFIGS = [  # noqa: RUF012 (tfds API)
+        _confounded_config(ConfoundedShapes(image_size=s)) for s in CONFOUNDED_SIZES
+    ]
+    DEFAULT_BUILDER_CONFIG_NAME = f"{CONFOUNDED_DEFAULTS['image_size']}px"
+    DEFAULT_SIZE = 20_000
+    TEST_DIVISOR = 4
+
+    def __init__(
+        self,
+        *,
+        num_classes: int | None = None,
+        agreement: float | None = None,
+        image_size: int | None = None,
+        **kwargs: Any,
+    ):
+        options = {"num_classes": num_classes, "agreement": agreement, "image_size": image_size}
+        options = {k: v for k, v in options.items() if v is not None}
+        if options:
+            if kwargs.get("config") is not None:
+                raise ValueError(f"{sorted(options)}: give either options or config, not both")
+            config = _confounded_config(ConfoundedShapes(**options))
+            named = {c.name: c for c in self.BUILDER_CONFIGS}
+            kwargs["config"] = named.get(config.name, config)
+        super().__init__(**kwargs)
+
+    def _dataset(self) -> ConfoundedShapes:
+        config = self.builder_config
+        return ConfoundedShapes(config.num_classes, config.agreement, config.image_size)
+
+    def _split_sources(self) -> dict[str, GeneratedSource]:
+        dataset, chunk = self._dataset(), self._chunk_size
+        sources = super()._split_sources()
+        for offset, split in ((2, "unconfounded"), (3, "anticorrelated")):
+            sources[split] = GeneratedSource(
+                dataset.split(split), self.test_size, self._seed + offset, chunk
+            )
+        return sources
+
+
+def _confounded_kwargs(name: str, match: re.Match) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if match["size"] is not None:
+        options["image_size"] = int(match["size"])
+    if match["classes"] is not None:
+        options["num_classes"] = int(match["classes"])
+        try:
+            options["agreement"] = float(match["agreement"])
+        except ValueError:
+            raise ValueError(f"name: {match['agreement']!r} in {name!r} is no number") from None
+    try:
+        ConfoundedShapes(**options)
+    except ValueError as error:
+        raise ValueError(f"name: {name!r} names no valid confounded shapes ({error})") from None
+    return options
+
+
 def _builder_kwargs(name: Any) -> tuple[type[_SyntheticBuilder], dict[str, Any]]:
-    """The builder class and its kwargs for "morpho_digits", "pendulum" or "pendulum/<S>px"."""
+    """The builder class and its kwargs for "morpho_digits", "pendulum", "pendulum/<S>px",
+    "confounded_shapes", "confounded_shapes/<S>px" or "confounded_shapes/k<K>_a<A>_<S>px"."""
     if name == "morpho_digits":
         return MorphoDigitsBuilder, {}
+    confounded = _CONFOUNDED_NAME.match(name) if isinstance(name, str) else None
+    if confounded is not None:
+        return ConfoundedShapesBuilder, _confounded_kwargs(name, confounded)
     match = _PENDULUM_NAME.match(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(
-            f"name: expected one of {KNOWN_NAMES} (or 'pendulum/<S>px' with S >= 16), got {name!r}"
+            f"name: expected one of {KNOWN_NAMES} (or 'pendulum/<S>px' with S >= 16, or "
+            f"ConfoundedShapes(...).tfds_name), got {name!r}"
         )
     size = DEFAULT_PENDULUM_SIZE if match["size"] is None else int(match["size"])
     if size < 16:
@@ -274,9 +397,12 @@ def build_dataset(
     """Render a synthetic dataset and write it as TFDS array_record files; return its directory.
 
     Args:
-      name: "morpho_digits", "pendulum" (64x64) or "pendulum/<S>px" (e.g. "pendulum/96px").
+      name: "morpho_digits", "pendulum" (64x64), "pendulum/<S>px" (e.g. "pendulum/96px"),
+        "confounded_shapes" (32x32) or another `ConfoundedShapes(...).tfds_name`.
       size: examples in the train split (default 60,000 for Morpho digits, 5,482 for the
-        pendulum); the test split gets 1/6 resp. 1/3 of it, with seed `seed + 1`.
+        pendulum, 20,000 for the confounded shapes); the test split gets 1/6, 1/3 resp. 1/4
+        of it, with seed `seed + 1` (and the confounded shapes' "unconfounded" and
+        "anticorrelated" splits 1/4 each, seeds `seed + 2` and `seed + 3`).
       data_dir: TFDS data directory (default: `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
       seed: generator seed (>= 0); train example i is `GeneratedSource(dataset, size, seed)[i]`.
       progress: show a progress bar per split.
@@ -326,7 +452,8 @@ def load_source(name: str, split: str = "train", data_dir: str | os.PathLike | N
 
     Args:
       name: as for `build_dataset`.
-      split: "train", "test" or a TFDS split expression such as "train[:1000]".
+      split: "train", "test" (the confounded shapes also "unconfounded", "anticorrelated") or
+        a TFDS split expression such as "train[:1000]".
       data_dir: the directory given to `build_dataset`.
     """
     cls, kwargs = _builder_kwargs(name)
