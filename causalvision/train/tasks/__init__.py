@@ -25,6 +25,7 @@ TASKS: dict[str, str] = {
     "attribute_predictor": "causalvision.train.tasks.attribute_predictor:TASK",
     "deep_scm": "causalvision.train.tasks.deep_scm:TASK",
     "deep_scm_cf": "causalvision.train.tasks.deep_scm_cf:TASK",
+    "deconfounding": "causalvision.train.tasks.deconfounding:TASK",
 }
 
 ModelBuilder = Callable[[nnx.Rngs], nnx.Module]
