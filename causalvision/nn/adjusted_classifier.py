@@ -34,9 +34,11 @@ from causalvision.nn.deconfounding import (
     BackdoorAdjustment,
     FrontDoorAttention,
     Prior,
+    _check_prior,
     backdoor_adjust,
+    uniform_prior,
 )
-from causalvision.validation import check_int, check_real_array
+from causalvision.validation import check_int
 
 __all__ = ["ADJUSTMENTS", "AdjustedClassifier", "ConfounderTable"]
 
@@ -154,14 +156,8 @@ def _conditional_tables(log_table: Any, prior: Any, num_classes: int) -> tuple[A
     if np.isnan(table).any() or (table == np.inf).any():
         raise ValueError("log_table: expected log-probabilities (< inf, not NaN)")
     size = table.shape[0]
-    prior = np.full(size, 1.0 / size) if prior is None else np.asarray(prior, np.float64)
-    check_real_array(prior, "prior", 0.0, 1.0)
-    if prior.shape != (size,) or abs(prior.sum() - 1.0) > 1e-4:
-        raise ValueError(
-            f"prior: expected ({size},) probabilities summing to 1, got shape {prior.shape} "
-            f"summing to {prior.sum():.6g}"
-        )
+    prior = uniform_prior(size) if prior is None else prior
     return (
         ConfounderTable(jnp.asarray(table, jnp.float32)),
-        Prior(jnp.asarray(prior, jnp.float32)),
+        Prior(_check_prior(prior, "prior", size)),
     )
