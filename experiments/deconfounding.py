@@ -35,7 +35,7 @@ def get_config(preset: str = "default") -> Config:
         data=DataConfig(
             name="confounded_shapes",
             source="generated",
-            size=8_192,
+            size=20_000,
             eval_size=1_024,
             options={"num_classes": 4, "agreement": 0.95, "image_size": 32},
         ),

@@ -15,6 +15,10 @@ SMALL = {
         "import tempfile\npreset = 'tiny'\nnum_steps = 6\nnum_examples = 4\n"
         "workdir = tempfile.mkdtemp()\n"
     ),
+    "03_deconfounding.py": (
+        "import tempfile\nnum_steps = 30\ntrain_size = 256\ntest_size = 64\nseed = 0\n"
+        "workdir = tempfile.mkdtemp()\n"
+    ),
 }
 
 
@@ -42,3 +46,7 @@ def test_notebook_runs(name):
         assert "trained 6 steps" in text
         assert "composition L1 after 1 and 2 null cycles" in text
         assert "ground-truth error under do(thickness=4.5): L1" in text
+    if name == "03_deconfounding.py":
+        assert "trained ERM and the adjusted model, 30 steps each" in text
+        assert "ERM: mean accuracy" in text and "adjusted: mean accuracy" in text
+        assert "prediction changed by do(background)" in text
