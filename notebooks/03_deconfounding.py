@@ -156,8 +156,6 @@ wrong = np.flatnonzero(factual != np.asarray(examples["shape"]))[:10]
 fig, axes = plt.subplots(1, max(len(wrong), 1), figsize=(12, 1.6), squeeze=False)
 for ax, index in zip(axes[0], wrong, strict=False):
     ax.imshow(images[index])
-    ax.set_title(
-        f"{names[int(examples['shape'][index])]}→{names[int(factual[index])]}", fontsize=7
-    )
+    ax.set_title(f"{names[int(examples['shape'][index])]}→{names[int(factual[index])]}", fontsize=7)
     ax.axis("off")
 plt.show()
