@@ -269,7 +269,7 @@ def bar_chart(summary: dict[str, Any], path: Path) -> None:
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("accuracy (%), mean ± std over seeds")
-    axes[0].legend(loc="lower left")
+    axes[0].legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
