@@ -1,7 +1,9 @@
 """Counterfactual quality metrics: composition, reversibility, effectiveness, commutativity and
 the error against exact ground-truth counterfactuals, as functions and as evaluators that a
 config names (`evals`); accuracy per group and of the worst group, for data with a
-confounder."""
+confounder; object-centric metrics: FG-ARI and mean best overlap of segmentations
+(jit-compatible), and linear / slot-matched R² and permutation disentanglement of latents
+(numpy)."""
 
 from causalvision.metrics.counterfactual import (
     batched,
@@ -30,8 +32,20 @@ from causalvision.metrics.evaluators import (
     run_evaluators,
 )
 from causalvision.metrics.groups import group_accuracy, group_index
+from causalvision.metrics.objects import (
+    DEGENERATE_CONVENTIONS,
+    MatchedR2,
+    PermutationDisentanglement,
+    fg_ari,
+    linear_r2,
+    matched_r2,
+    mean_best_overlap,
+    mean_fg_ari,
+    permutation_disentanglement,
+)
 
 __all__ = [
+    "DEGENERATE_CONVENTIONS",
     "EVALUATORS",
     "Commutativity",
     "Composition",
@@ -39,17 +53,25 @@ __all__ = [
     "Effectiveness",
     "Evaluator",
     "GroundTruth",
+    "MatchedR2",
+    "PermutationDisentanglement",
     "Reversibility",
     "batched",
     "commutativity",
     "composition",
     "effectiveness",
     "evaluate_counterfactuals",
+    "fg_ari",
     "flatten_metrics",
     "get_evaluator",
     "ground_truth_error",
     "group_accuracy",
     "group_index",
+    "linear_r2",
+    "matched_r2",
+    "mean_best_overlap",
+    "mean_fg_ari",
+    "permutation_disentanglement",
     "quantile_bins",
     "reversibility",
     "run_evaluators",
