@@ -8,7 +8,11 @@ from causalvision.data import DATASETS, Dataset, GeneratedSource, get_dataset, q
 from causalvision.lookup import resolve
 
 # Small images keep the renders cheap; every option a dataset takes is listed here.
-OPTIONS = {"confounded_shapes": {"image_size": 16}, "pendulum": {"image_size": 32}}
+OPTIONS = {
+    "confounded_shapes": {"image_size": 16},
+    "pendulum": {"image_size": 32},
+    "sprite_scenes": {"image_size": 32, "max_objects": 3},
+}
 
 
 @pytest.fixture(scope="module", params=sorted(DATASETS))

@@ -17,11 +17,13 @@ from causalvision.data.real import (
     pad_to_32,
     perturb,
 )
+from causalvision.data.scenes import SpriteScenes
 from causalvision.data.sources import GeneratedSource, quantize_image, stack_examples
 from causalvision.data.tfds_builders import (
     ConfoundedShapesBuilder,
     MorphoDigitsBuilder,
     PendulumBuilder,
+    SpriteScenesBuilder,
     build_dataset,
     dataset_features,
     load_source,
@@ -44,6 +46,8 @@ __all__ = [
     "MorphoDigitsBuilder",
     "Pendulum",
     "PendulumBuilder",
+    "SpriteScenes",
+    "SpriteScenesBuilder",
     "build_dataset",
     "celeba_source",
     "check_attributes",

@@ -27,6 +27,7 @@ DATASETS: dict[str, str] = {
     "confounded_shapes": "causalvision.data.confounded:ConfoundedShapes",
     "morpho_digits": "causalvision.data.morpho:MorphoDigits",
     "pendulum": "causalvision.data.pendulum:Pendulum",
+    "sprite_scenes": "causalvision.data.scenes:SpriteScenes",
 }
 
 

@@ -5,12 +5,14 @@
 them back as a random-access `tfds.data_source` (len / `[i]`, numpy out) that grain can use.
 A built split equals `GeneratedSource(dataset, size, seed)` example for example, and each stored
 example keeps everything needed to re-render it under an intervention: all attributes and the
-exogenous noise (Morpho digits' style, the confounded shapes' placement and shape noise).
+exogenous noise (Morpho digits' style, the confounded shapes' placement and shape noise, the
+sprite scenes' rotations).
 
-Layout: `<data_dir>/morpho_digits/1.0.0/`, `<data_dir>/pendulum/<S>px/1.0.0/` and
-`<data_dir>/confounded_shapes/<config>/1.0.0/`, each with `train` (`size` examples, seed `s`)
-and `test` (seed `s + 1`; 1/6 of `size` for Morpho digits, MNIST's 60k/10k ratio, 1/3 for the
-pendulum, the CausalVAE 5,482/1,826 ratio, and 1/4 for the confounded shapes) splits. The
+Layout: `<data_dir>/morpho_digits/1.0.0/`, `<data_dir>/pendulum/<S>px/1.0.0/`,
+`<data_dir>/confounded_shapes/<config>/1.0.0/` and `<data_dir>/sprite_scenes/<config>/1.0.0/`,
+each with `train` (`size` examples, seed `s`) and `test` (seed `s + 1`; 1/6 of `size` for Morpho
+digits, MNIST's 60k/10k ratio, 1/3 for the pendulum, the CausalVAE 5,482/1,826 ratio, and 1/4
+for the confounded shapes and the sprite scenes) splits. The
 confounded shapes add `unconfounded` (seed `s + 2`) and `anticorrelated` (seed `s + 3`), 1/4
 of `size` each, drawn from `ConfoundedShapes.split(...)` of the same options.
 `dataset_info.json` records size, seed and chunk size in its metadata.
@@ -42,6 +44,8 @@ from causalvision.data.confounded import ConfoundedShapes
 from causalvision.data.dataset import Dataset
 from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
+from causalvision.data.scenes import DEFAULTS as SCENES_DEFAULTS
+from causalvision.data.scenes import SpriteScenes
 from causalvision.data.sources import GeneratedSource
 from causalvision.validation import check_directory, check_int
 
@@ -49,6 +53,7 @@ __all__ = [
     "ConfoundedShapesBuilder",
     "MorphoDigitsBuilder",
     "PendulumBuilder",
+    "SpriteScenesBuilder",
     "build_dataset",
     "load_source",
 ]
@@ -62,12 +67,18 @@ CONFOUNDED_SIZES = (32, 64)
 _CONFOUNDED_NAME = re.compile(
     r"^confounded_shapes(?:/(?:k(?P<classes>\d+)_a(?P<agreement>[0-9.e+-]+)_)?(?P<size>\d+)px)?$"
 )
+SCENES_SIZES = (64, 128)
+_SCENES_NAME = re.compile(
+    r"^sprite_scenes(?:/(?:min(?P<min>\d+)_max(?P<max>\d+)_)?(?P<size>\d+)px)?$"
+)
 KNOWN_NAMES = (
     "morpho_digits",
     "pendulum",
     *(f"pendulum/{s}px" for s in PENDULUM_SIZES),
     "confounded_shapes",
     *(f"confounded_shapes/{s}px" for s in CONFOUNDED_SIZES),
+    "sprite_scenes",
+    *(f"sprite_scenes/{s}px" for s in SCENES_SIZES),
 )
 
 _IMAGE_ENCODING = tfds.features.Encoding.ZLIB  # mostly-constant images: ~5-10x smaller
@@ -360,19 +371,103 @@ def _confounded_kwargs(name: str, match: re.Match) -> dict[str, Any]:
     return options
 
 
+@dataclasses.dataclass(eq=False)
+class SpriteScenesConfig(tfds.core.BuilderConfig):
+    """`SpriteScenes` options; the config name is `SpriteScenes(...).config_name`:
+    f"{image_size}px" for the default object counts, f"min{m}_max{M}_{image_size}px" otherwise."""
+
+    max_objects: int = SCENES_DEFAULTS["max_objects"]
+    min_objects: int = SCENES_DEFAULTS["min_objects"]
+    image_size: int = SCENES_DEFAULTS["image_size"]
+
+
+def _scenes_config(dataset: SpriteScenes) -> SpriteScenesConfig:
+    m, n, s = dataset.max_objects, dataset.min_objects, dataset.image_size
+    return SpriteScenesConfig(
+        name=dataset.config_name,
+        max_objects=m,
+        min_objects=n,
+        image_size=s,
+        description=f"{n} to {m} objects, {s}x{s} RGB images",
+    )
+
+
+class SpriteScenesBuilder(_SyntheticBuilder):
+    """Scenes of several coloured shapes with exact per-object attributes.
+
+    Features: "image" uint8 (S, S, 3); "num_objects" class label (0..M); for each object slot
+    k < M the class labels "shape_k", "colour_k" and the float32 "size_k", "x_k", "y_k"; the
+    exogenous noise "rotation" (M,) float32. Slots k >= num_objects are absent (kept, not
+    drawn). Instance masks are not stored: `SpriteScenes(...).instance_masks(example)`
+    computes them exactly from a stored example, and `.counterfactual(example, do)`
+    re-renders its exact counterfactual. See `causalvision.data.scenes`.
+
+    Configs "64px" (default) and "128px" with 2 to 6 objects; any other options through
+    `SpriteScenesBuilder(max_objects=..., min_objects=..., image_size=...)` (read back with
+    `load_source(SpriteScenes(...).tfds_name)`).
+    """
+
+    name = "sprite_scenes"
+    BUILDER_CONFIGS = [  # noqa: RUF012 (tfds API)
+        _scenes_config(SpriteScenes(image_size=s)) for s in SCENES_SIZES
+    ]
+    DEFAULT_BUILDER_CONFIG_NAME = f"{SCENES_DEFAULTS['image_size']}px"
+    DEFAULT_SIZE = 20_000
+    TEST_DIVISOR = 4
+
+    def __init__(
+        self,
+        *,
+        max_objects: int | None = None,
+        min_objects: int | None = None,
+        image_size: int | None = None,
+        **kwargs: Any,
+    ):
+        options = {"max_objects": max_objects, "min_objects": min_objects, "image_size": image_size}
+        options = {k: v for k, v in options.items() if v is not None}
+        if options:
+            if kwargs.get("config") is not None:
+                raise ValueError(f"{sorted(options)}: give either options or config, not both")
+            config = _scenes_config(SpriteScenes(**options))
+            named = {c.name: c for c in self.BUILDER_CONFIGS}
+            kwargs["config"] = named.get(config.name, config)
+        super().__init__(**kwargs)
+
+    def _dataset(self) -> SpriteScenes:
+        config = self.builder_config
+        return SpriteScenes(config.max_objects, config.min_objects, config.image_size)
+
+
+def _scenes_kwargs(name: str, match: re.Match) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if match["size"] is not None:
+        options["image_size"] = int(match["size"])
+    if match["max"] is not None:
+        options["min_objects"], options["max_objects"] = int(match["min"]), int(match["max"])
+    try:
+        SpriteScenes(**options)
+    except ValueError as error:
+        raise ValueError(f"name: {name!r} names no valid sprite scenes ({error})") from None
+    return options
+
+
 def _builder_kwargs(name: Any) -> tuple[type[_SyntheticBuilder], dict[str, Any]]:
     """The builder class and its kwargs for "morpho_digits", "pendulum", "pendulum/<S>px",
-    "confounded_shapes", "confounded_shapes/<S>px" or "confounded_shapes/k<K>_a<A>_<S>px"."""
+    "confounded_shapes", "confounded_shapes/<S>px", "confounded_shapes/k<K>_a<A>_<S>px",
+    "sprite_scenes", "sprite_scenes/<S>px" or "sprite_scenes/min<m>_max<M>_<S>px"."""
     if name == "morpho_digits":
         return MorphoDigitsBuilder, {}
     confounded = _CONFOUNDED_NAME.match(name) if isinstance(name, str) else None
     if confounded is not None:
         return ConfoundedShapesBuilder, _confounded_kwargs(name, confounded)
+    scenes = _SCENES_NAME.match(name) if isinstance(name, str) else None
+    if scenes is not None:
+        return SpriteScenesBuilder, _scenes_kwargs(name, scenes)
     match = _PENDULUM_NAME.match(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(
             f"name: expected one of {KNOWN_NAMES} (or 'pendulum/<S>px' with S >= 16, or "
-            f"ConfoundedShapes(...).tfds_name), got {name!r}"
+            f"ConfoundedShapes(...).tfds_name, or SpriteScenes(...).tfds_name), got {name!r}"
         )
     size = DEFAULT_PENDULUM_SIZE if match["size"] is None else int(match["size"])
     if size < 16:
@@ -398,11 +493,12 @@ def build_dataset(
 
     Args:
       name: "morpho_digits", "pendulum" (64x64), "pendulum/<S>px" (e.g. "pendulum/96px"),
-        "confounded_shapes" (32x32) or another `ConfoundedShapes(...).tfds_name`.
+        "confounded_shapes" (32x32) or another `ConfoundedShapes(...).tfds_name`,
+        "sprite_scenes" (64x64) or another `SpriteScenes(...).tfds_name`.
       size: examples in the train split (default 60,000 for Morpho digits, 5,482 for the
-        pendulum, 20,000 for the confounded shapes); the test split gets 1/6, 1/3 resp. 1/4
-        of it, with seed `seed + 1` (and the confounded shapes' "unconfounded" and
-        "anticorrelated" splits 1/4 each, seeds `seed + 2` and `seed + 3`).
+        pendulum, 20,000 for the confounded shapes and the sprite scenes); the test split gets
+        1/6, 1/3 resp. 1/4 of it, with seed `seed + 1` (and the confounded shapes'
+        "unconfounded" and "anticorrelated" splits 1/4 each, seeds `seed + 2` and `seed + 3`).
       data_dir: TFDS data directory (default: `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
       seed: generator seed (>= 0); train example i is `GeneratedSource(dataset, size, seed)[i]`.
       progress: show a progress bar per split.
