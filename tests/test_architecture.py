@@ -122,3 +122,16 @@ def test_components_are_imported_only_when_looked_up():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_importing_the_library_starts_no_jax_backend():
+    """A multi-host run calls `jax.distributed.initialize` after its imports, which fails once
+    anything has started a backend (e.g. a dataset built at import time for a TFDS config)."""
+    code = (
+        "import causalvision.train, causalvision.metrics, causalvision.data, causalvision.nn\n"
+        "import causalvision.audit\n"
+        "from jax._src import xla_bridge\n"
+        "print(xla_bridge.backends_are_initialized())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -221,6 +221,13 @@ def _is_traced(x: Any) -> bool:
 # -------------------------------------------------------------------------------------------
 
 
+def config_name(max_objects: int, min_objects: int, image_size: int) -> str:
+    """The TFDS config name of `SpriteScenes(max_objects, min_objects, image_size)`."""
+    if (max_objects, min_objects) == (DEFAULTS["max_objects"], DEFAULTS["min_objects"]):
+        return f"{image_size}px"
+    return f"min{min_objects}_max{max_objects}_{image_size}px"
+
+
 class SpriteScenes:
     """Scenes of 0..M coloured shapes with exact attributes, occlusion and instance masks.
 
@@ -302,10 +309,7 @@ class SpriteScenes:
     def config_name(self) -> str:
         """The TFDS config: f"{S}px" for the default object counts, else
         f"min{min_objects}_max{max_objects}_{S}px"."""
-        counts = (self.max_objects, self.min_objects)
-        if counts == (DEFAULTS["max_objects"], DEFAULTS["min_objects"]):
-            return f"{self.image_size}px"
-        return f"min{self.min_objects}_max{self.max_objects}_{self.image_size}px"
+        return config_name(self.max_objects, self.min_objects, self.image_size)
 
     @property
     def tfds_name(self) -> str:

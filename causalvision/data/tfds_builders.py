@@ -46,6 +46,7 @@ from causalvision.data.morpho import MorphoDigits
 from causalvision.data.pendulum import Pendulum
 from causalvision.data.scenes import DEFAULTS as SCENES_DEFAULTS
 from causalvision.data.scenes import SpriteScenes
+from causalvision.data.scenes import config_name as scenes_config_name
 from causalvision.data.sources import GeneratedSource
 from causalvision.validation import check_directory, check_int
 
@@ -286,8 +287,9 @@ class ConfoundedShapesConfig(tfds.core.BuilderConfig):
     image_size: int = CONFOUNDED_DEFAULTS["image_size"]
 
 
-def _confounded_config(dataset: ConfoundedShapes) -> ConfoundedShapesConfig:
-    k, a, s = dataset.num_classes, dataset.agreement, dataset.image_size
+def _confounded_config(k: int, a: float, s: int) -> ConfoundedShapesConfig:
+    """The config of `ConfoundedShapes(k, a, s)`, from its (already checked) options alone:
+    building the dataset here would start JAX when this module is imported."""
     default = (k, a) == (CONFOUNDED_DEFAULTS["num_classes"], CONFOUNDED_DEFAULTS["agreement"])
     return ConfoundedShapesConfig(
         name=f"{s}px" if default else f"k{k}_a{a!r}_{s}px",
@@ -316,7 +318,8 @@ class ConfoundedShapesBuilder(_SyntheticBuilder):
 
     name = "confounded_shapes"
     BUILDER_CONFIGS = [  # noqa: RUF012 (tfds API)
-        _confounded_config(ConfoundedShapes(image_size=s)) for s in CONFOUNDED_SIZES
+        _confounded_config(CONFOUNDED_DEFAULTS["num_classes"], CONFOUNDED_DEFAULTS["agreement"], s)
+        for s in CONFOUNDED_SIZES
     ]
     DEFAULT_BUILDER_CONFIG_NAME = f"{CONFOUNDED_DEFAULTS['image_size']}px"
     DEFAULT_SIZE = 20_000
@@ -335,7 +338,8 @@ class ConfoundedShapesBuilder(_SyntheticBuilder):
         if options:
             if kwargs.get("config") is not None:
                 raise ValueError(f"{sorted(options)}: give either options or config, not both")
-            config = _confounded_config(ConfoundedShapes(**options))
+            dataset = ConfoundedShapes(**options)  # checks the options
+            config = _confounded_config(dataset.num_classes, dataset.agreement, dataset.image_size)
             named = {c.name: c for c in self.BUILDER_CONFIGS}
             kwargs["config"] = named.get(config.name, config)
         super().__init__(**kwargs)
@@ -381,10 +385,11 @@ class SpriteScenesConfig(tfds.core.BuilderConfig):
     image_size: int = SCENES_DEFAULTS["image_size"]
 
 
-def _scenes_config(dataset: SpriteScenes) -> SpriteScenesConfig:
-    m, n, s = dataset.max_objects, dataset.min_objects, dataset.image_size
+def _scenes_config(m: int, n: int, s: int) -> SpriteScenesConfig:
+    """The config of `SpriteScenes(m, n, s)`, from its (already checked) options alone:
+    building the dataset here would start JAX when this module is imported."""
     return SpriteScenesConfig(
-        name=dataset.config_name,
+        name=scenes_config_name(m, n, s),
         max_objects=m,
         min_objects=n,
         image_size=s,
@@ -409,7 +414,8 @@ class SpriteScenesBuilder(_SyntheticBuilder):
 
     name = "sprite_scenes"
     BUILDER_CONFIGS = [  # noqa: RUF012 (tfds API)
-        _scenes_config(SpriteScenes(image_size=s)) for s in SCENES_SIZES
+        _scenes_config(SCENES_DEFAULTS["max_objects"], SCENES_DEFAULTS["min_objects"], s)
+        for s in SCENES_SIZES
     ]
     DEFAULT_BUILDER_CONFIG_NAME = f"{SCENES_DEFAULTS['image_size']}px"
     DEFAULT_SIZE = 20_000
@@ -428,7 +434,8 @@ class SpriteScenesBuilder(_SyntheticBuilder):
         if options:
             if kwargs.get("config") is not None:
                 raise ValueError(f"{sorted(options)}: give either options or config, not both")
-            config = _scenes_config(SpriteScenes(**options))
+            dataset = SpriteScenes(**options)  # checks the options
+            config = _scenes_config(dataset.max_objects, dataset.min_objects, dataset.image_size)
             named = {c.name: c for c in self.BUILDER_CONFIGS}
             kwargs["config"] = named.get(config.name, config)
         super().__init__(**kwargs)
