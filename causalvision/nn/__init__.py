@@ -37,6 +37,12 @@ from causalvision.nn.image_mechanism import (
     from_pixels,
     to_pixels,
 )
+from causalvision.nn.slots import (
+    SlotAttention,
+    SlotAttentionAutoEncoder,
+    SlotAttentionAutoEncoderConfig,
+    SoftPositionEmbedding,
+)
 from causalvision.nn.vae import VAE, VAEConfig
 
 __all__ = [
@@ -67,6 +73,10 @@ __all__ = [
     "ParentEncoding",
     "Positive",
     "Prior",
+    "SlotAttention",
+    "SlotAttentionAutoEncoder",
+    "SlotAttentionAutoEncoderConfig",
+    "SoftPositionEmbedding",
     "VAEConfig",
     "assign_clusters",
     "backdoor_adjust",

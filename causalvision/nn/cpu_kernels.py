@@ -28,6 +28,7 @@ Array = jax.Array
 __all__ = [
     "conv3x3_space_to_depth",
     "conv_same",
+    "conv_transpose_same",
     "fused_normals",
     "lecun_normal",
     "pointwise",
@@ -218,6 +219,77 @@ def spatial_conv(conv: nnx.Conv, x: Array) -> Array:
 
 # ---------------------------------------------------------------------------------------------
 # Noise.
+
+
+def _subpixel_taps(size: int, stride: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Along one axis, a SAME transposed convolution (kernel `size`, `stride`) as `stride`
+    convolutions of the undilated input, one per output phase.
+
+    Output `stride * Y + a` is `Σ_j W[taps[j, a]] x[Y + lo + j]` over the `j` with
+    `valid[j, a]`, where lax's SAME transposed padding puts `pad` zeros before the dilated
+    input. Returns `(taps, valid, (-lo, hi))`, the last the input padding.
+    """
+    pad_len = size + stride - 2
+    pad = size - 1 if stride > size - 1 else math.ceil(pad_len / 2)
+    offsets = [
+        (u - pad + a) // stride
+        for a, u in itertools.product(range(stride), range(size))
+        if (u - pad + a) % stride == 0
+    ]
+    lo, hi = min(offsets), max(offsets)
+    taps = np.zeros((hi - lo + 1, stride), np.int32)
+    valid = np.zeros((hi - lo + 1, stride), bool)
+    for j, a in itertools.product(range(hi - lo + 1), range(stride)):
+        u = stride * (lo + j) + pad - a
+        if 0 <= u < size:
+            taps[j, a], valid[j, a] = u, True
+    return taps, valid, (-lo, hi)
+
+
+def conv_transpose_same(conv: nnx.ConvTranspose, x: Array) -> Array:
+    """`conv(x)` for a SAME `nnx.ConvTranspose` without dilation: `(N, h, w, C) ->
+    (N, s h, s w, C_out)`, computed without dilating the input.
+
+    Each of the s x s output phases is a stride-1 convolution of `x` by taps of the kernel;
+    the phases run as one convolution with `s² C_out` outputs, interleaved afterwards.
+    XLA:CPU's kernels do not handle the input dilation of `lax.conv_transpose`, which runs
+    about 50x slower than this form.
+    """
+    dilation = conv.kernel_dilation
+    if conv.padding != "SAME" or conv.transpose_kernel or dilation not in (None, 1, (1, 1)):
+        raise ValueError(
+            "conv: expected a SAME nnx.ConvTranspose without kernel dilation or "
+            f"transpose_kernel, got padding={conv.padding!r}, kernel_dilation={dilation!r}, "
+            f"transpose_kernel={conv.transpose_kernel!r}"
+        )
+    kernel = conv.kernel[...]
+    kh, kw = kernel.shape[:2]
+    strides = conv.strides or 1
+    sh, sw = (strides, strides) if isinstance(strides, int) else strides
+    cin, cout = kernel.shape[2:]
+    taps_h, valid_h, pad_h = _subpixel_taps(kh, sh)
+    taps_w, valid_w, pad_w = _subpixel_taps(kw, sw)
+    # (Lh, Lw, sh, sw, C, D): kernel taps per input offset and output phase.
+    phases = kernel[taps_h[:, None, :, None], taps_w[None, :, None, :]]
+    valid = (valid_h[:, None, :, None] & valid_w[None, :, None, :])[..., None, None]
+    phases = jnp.where(valid, phases, 0.0).astype(kernel.dtype)
+    lh, lw = taps_h.shape[0], taps_w.shape[0]
+    phases = phases.transpose(0, 1, 4, 2, 3, 5).reshape(lh, lw, cin, sh * sw * cout)
+    same = (((lh - 1) // 2, lh - 1 - (lh - 1) // 2), ((lw - 1) // 2, lw - 1 - (lw - 1) // 2))
+    if (pad_h, pad_w) == same:
+        y = conv_same(x, phases)
+    else:
+        y = jax.lax.conv_general_dilated(
+            x, phases, (1, 1), (pad_h, pad_w), dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+    n, h, w, _ = x.shape
+    y = y.reshape(n, h, w, sh, sw, cout).transpose(0, 1, 3, 2, 4, 5)
+    y = y.reshape(n, h * sh, w * sw, cout)
+    return y + conv.bias[...][None, None, None, :]
+
+
+# -------------------------------------------------------------------------------------------------
+# The autoencoder.
 
 
 def _threefry2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
