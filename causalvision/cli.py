@@ -161,9 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     cf.set_defaults(run=_counterfactual)
 
     evaluate = commands.add_parser(
-        "evaluate", help="run a deep SCM's evaluators (its config's evals, or the task's)"
+        "evaluate", help="run a trained run's evaluators (its config's evals, or the task's)"
     )
-    evaluate.add_argument("--workdir", required=True, help="a deep_scm training run")
+    evaluate.add_argument(
+        "--workdir", required=True, help="a training run (deep SCM, slot autoencoder, ...)"
+    )
     evaluate.add_argument("--oracle", default=None, help="an attribute_predictor run")
     evaluate.add_argument("--n", type=int, default=256, help="held-out examples")
     evaluate.add_argument("--out", default=None, help="output directory (default: workdir)")

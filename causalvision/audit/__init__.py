@@ -1,4 +1,4 @@
-"""Counterfactual audits: image grids, counterfactuals and evaluations of trained deep SCMs."""
+"""Counterfactual audits: image grids, counterfactuals and evaluations of trained runs."""
 
 from causalvision.audit.counterfactuals import (
     attribute_oracle,
@@ -13,9 +13,12 @@ from causalvision.audit.counterfactuals import (
 )
 from causalvision.audit.evaluators import Grids, typical_interventions
 from causalvision.audit.grids import counterfactual_grid
+from causalvision.audit.objects import ModelSubject, ObjectDiscovery, segmentation_colours
 
 __all__ = [
     "Grids",
+    "ModelSubject",
+    "ObjectDiscovery",
     "attribute_oracle",
     "counterfactual_grid",
     "counterfactual_rows",
@@ -25,6 +28,7 @@ __all__ = [
     "load_deep_scm",
     "model_counterfactual",
     "parse_do",
+    "segmentation_colours",
     "true_counterfactual",
     "typical_interventions",
 ]

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from causalvision.audit.objects import ModelSubject
 from causalvision.data import (
     Dataset,
     GeneratedSource,
@@ -188,7 +189,10 @@ def evaluate_run(
     progress: Callable[[str, str, float], None] | None = None,
     **image_options: Any,
 ) -> dict[str, Any]:
-    """Runs a deep SCM run's evaluators and writes `metrics.json` (and their images) to `out`.
+    """Runs a trained run's evaluators and writes `metrics.json` (and their images) to `out`.
+
+    A deep SCM's evaluators receive a `CounterfactualSubject`; any other run's (e.g. a slot
+    autoencoder's object discovery) a `ModelSubject` with its model and held-out examples.
 
     The evaluators are `evals`, else the run's `config.evals`, else its task's defaults (for
     deep SCMs the counterfactual protocol of REFERENCE §3 and image grids). They score
@@ -198,7 +202,29 @@ def evaluate_run(
     """
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    config, _, scm = load_deep_scm(workdir, **image_options)
+    config, result = load_run(workdir)
+    model = result.ema_model if result.ema_model is not None else result.model
+    if not callable(getattr(model, "scm", None)):
+        if image_options:
+            raise ValueError(
+                f"{sorted(image_options)}: options of a deep SCM's image mechanism, but "
+                f"{str(workdir)!r} holds a {config.task!r} run"
+            )
+        subject = ModelSubject(
+            model,
+            _stored_held_out(config, num),
+            dataset_of(config.data),
+            jax.random.key(seed),
+            out,
+        )
+        return _run_and_write(
+            evals or config.evals or _default_evals(config),
+            subject,
+            out,
+            {"run": str(workdir), "num_examples": num},
+            progress,
+        )
+    scm = model.scm(**image_options)
     dataset = dataset_of(config.data)
     # Stored uint8 images: float ones would be read as renders on the dataset's own scale.
     examples = _stored_held_out(config, num)
@@ -218,6 +244,11 @@ def evaluate_run(
         context={"scm": scm, "title": str(workdir)},
     )
     metrics: dict[str, Any] = {"run": str(workdir), **image_options, "num_examples": num}
+    return _run_and_write(evals, subject, out, metrics, progress)
+
+
+def _run_and_write(evals, subject, out: pathlib.Path, metrics: dict, progress) -> dict[str, Any]:
+    """Runs `evals` on `subject`, adding each value to `metrics`; writes `out/metrics.json`."""
     for evaluator, name, value in run_evaluators(evals, subject):
         metrics[name] = value
         if progress is not None:

@@ -72,6 +72,7 @@ EVALUATORS: dict[str, str] = {
     "ground_truth": "causalvision.metrics.evaluators:GroundTruth",
     "commutativity": "causalvision.metrics.evaluators:Commutativity",
     "grids": "causalvision.audit.evaluators:Grids",
+    "object_discovery": "causalvision.audit.objects:ObjectDiscovery",
 }
 
 

@@ -26,6 +26,7 @@ TASKS: dict[str, str] = {
     "deep_scm": "causalvision.train.tasks.deep_scm:TASK",
     "deep_scm_cf": "causalvision.train.tasks.deep_scm_cf:TASK",
     "deconfounding": "causalvision.train.tasks.deconfounding:TASK",
+    "slot_autoencoder": "causalvision.train.tasks.slot_autoencoder:TASK",
 }
 
 ModelBuilder = Callable[[nnx.Rngs], nnx.Module]
