@@ -15,6 +15,10 @@ SMALL = {
         "import tempfile\npreset = 'tiny'\nnum_steps = 6\nnum_examples = 4\n"
         "workdir = tempfile.mkdtemp()\n"
     ),
+    "04_slots.py": (
+        "import tempfile\npreset = 'tiny'\nnum_steps = 2\nnum_examples = 8\n"
+        "workdir = tempfile.mkdtemp()\n"
+    ),
     "03_deconfounding.py": (
         "import tempfile\nnum_steps = 30\ntrain_size = 256\ntest_size = 64\nseed = 0\n"
         "workdir = tempfile.mkdtemp()\n"
@@ -50,3 +54,6 @@ def test_notebook_runs(name):
         assert "trained ERM and the adjusted model, 30 steps each" in text
         assert "ERM: mean accuracy" in text and "adjusted: mean accuracy" in text
         assert "prediction changed by do(background)" in text
+    if name == "04_slots.py":
+        assert "trained 2 steps" in text and "FG-ARI" in text
+        assert "pixels changed:" in text
