@@ -91,3 +91,21 @@ def test_gpu_check_refuses_a_machine_without_gpu_in_one_line(tmp_path, uncached_
     assert done.returncode == 2
     assert done.stderr.startswith("gpu_check: no GPU") and len(done.stderr.splitlines()) == 1
     assert not output.exists()
+
+
+def test_slot_attention_throughput_benchmark_runs_jax_only(tmp_path, uncached_env):
+    output = tmp_path / "slot_attention_throughput.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "slot_attention_throughput.py"),
+               "--resolution", "8", "--batch", "2", "--widths", "8", "--rounds", "1",
+               "--steps", "1", "--warmup", "0", "--jax-only", "--output", str(output)]  # fmt: skip
+    # A smoke run times nothing that counts: XLA's backend optimisations off compile faster.
+    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    ours, peer = result["rows"]
+    assert ours["rate"] > 0 and ours["compile_s"] > 0 and math.isfinite(ours["loss"]), ours
+    assert "rate" not in peer and "--jax-only" in peer["note"]
+    (goal,) = result["goals"]
+    assert goal["met"] is None and "not measured" in goal["value"]
