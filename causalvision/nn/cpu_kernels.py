@@ -288,10 +288,6 @@ def conv_transpose_same(conv: nnx.ConvTranspose, x: Array) -> Array:
     return y + conv.bias[...][None, None, None, :]
 
 
-# -------------------------------------------------------------------------------------------------
-# The autoencoder.
-
-
 def _threefry2x32(k0: Array, k1: Array, x0: Array, x1: Array) -> tuple[Array, Array]:
     """The Threefry-2x32 block cipher, 20 rounds (Salmon et al. 2011; jax.random's hash).
 
