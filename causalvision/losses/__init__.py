@@ -5,5 +5,23 @@ from causalvision.losses.counterfactual_training import (
     constrained_objective,
     counterfactual_nll,
 )
+from causalvision.losses.sparse_offsets import (
+    MATCHINGS,
+    match_slots,
+    matching_cost,
+    occrl_objective,
+    signed_basis_offsets,
+    sparse_offset_loss,
+)
 
-__all__ = ["ascending_multiplier", "constrained_objective", "counterfactual_nll"]
+__all__ = [
+    "MATCHINGS",
+    "ascending_multiplier",
+    "constrained_objective",
+    "counterfactual_nll",
+    "match_slots",
+    "matching_cost",
+    "occrl_objective",
+    "signed_basis_offsets",
+    "sparse_offset_loss",
+]

@@ -37,6 +37,7 @@ from causalvision.nn.image_mechanism import (
     from_pixels,
     to_pixels,
 )
+from causalvision.nn.oc_crl import FlatEncoder, OCCRLModel
 from causalvision.nn.slots import (
     SlotAttention,
     SlotAttentionAutoEncoder,
@@ -63,6 +64,7 @@ __all__ = [
     "DeepSCM",
     "Dictionary",
     "FeatureWiseAdjustment",
+    "FlatEncoder",
     "FlowMechanism",
     "FrontDoorAttention",
     "GaussianDecoderMechanism",
@@ -70,6 +72,7 @@ __all__ = [
     "HVAEConfig",
     "ImageModel",
     "Interval",
+    "OCCRLModel",
     "ParentEncoding",
     "Positive",
     "Prior",
