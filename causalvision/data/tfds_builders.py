@@ -277,6 +277,37 @@ class PendulumBuilder(_SyntheticBuilder):
         return Pendulum(image_size=self.builder_config.image_size)
 
 
+class _OptionsBuilder(_SyntheticBuilder):
+    """A builder whose configs are its dataset's constructor options (`OPTIONS`).
+
+    `Builder(option=value, ...)` checks the options by building the dataset and picks the
+    named config they match, or a new one made by `_config(**options)`.
+    """
+
+    DATASET: type
+    OPTIONS: tuple[str, ...]
+
+    @staticmethod
+    def _config(**options: Any) -> tfds.core.BuilderConfig:
+        raise NotImplementedError
+
+    def __init__(self, **kwargs: Any):
+        options = {k: kwargs.pop(k) for k in self.OPTIONS if k in kwargs}
+        options = {k: v for k, v in options.items() if v is not None}
+        if options:
+            if kwargs.get("config") is not None:
+                raise ValueError(f"{sorted(options)}: give either options or config, not both")
+            dataset = self.DATASET(**options)  # checks the options
+            config = self._config(**{k: getattr(dataset, k) for k in self.OPTIONS})
+            named = {c.name: c for c in self.BUILDER_CONFIGS}
+            kwargs["config"] = named.get(config.name, config)
+        super().__init__(**kwargs)
+
+    def _dataset(self) -> Dataset:
+        config = self.builder_config
+        return self.DATASET(**{k: getattr(config, k) for k in self.OPTIONS})
+
+
 @dataclasses.dataclass(eq=False)
 class ConfoundedShapesConfig(tfds.core.BuilderConfig):
     """`ConfoundedShapes` options; the config name is f"{image_size}px" for the default
@@ -287,9 +318,12 @@ class ConfoundedShapesConfig(tfds.core.BuilderConfig):
     image_size: int = CONFOUNDED_DEFAULTS["image_size"]
 
 
-def _confounded_config(k: int, a: float, s: int) -> ConfoundedShapesConfig:
-    """The config of `ConfoundedShapes(k, a, s)`, from its (already checked) options alone:
+def _confounded_config(
+    num_classes: int, agreement: float, image_size: int
+) -> ConfoundedShapesConfig:
+    """The config of `ConfoundedShapes(...)`, from its (already checked) options alone:
     building the dataset here would start JAX when this module is imported."""
+    k, a, s = num_classes, agreement, image_size
     default = (k, a) == (CONFOUNDED_DEFAULTS["num_classes"], CONFOUNDED_DEFAULTS["agreement"])
     return ConfoundedShapesConfig(
         name=f"{s}px" if default else f"k{k}_a{a!r}_{s}px",
@@ -300,7 +334,7 @@ def _confounded_config(k: int, a: float, s: int) -> ConfoundedShapesConfig:
     )
 
 
-class ConfoundedShapesBuilder(_SyntheticBuilder):
+class ConfoundedShapesBuilder(_OptionsBuilder):
     """Shapes on coloured backgrounds: the background confounds the shape label.
 
     Features: "image" uint8 (S, S, 3); "background" and "shape" class labels (0..K-1); the
@@ -325,28 +359,9 @@ class ConfoundedShapesBuilder(_SyntheticBuilder):
     DEFAULT_SIZE = 20_000
     TEST_DIVISOR = 4
 
-    def __init__(
-        self,
-        *,
-        num_classes: int | None = None,
-        agreement: float | None = None,
-        image_size: int | None = None,
-        **kwargs: Any,
-    ):
-        options = {"num_classes": num_classes, "agreement": agreement, "image_size": image_size}
-        options = {k: v for k, v in options.items() if v is not None}
-        if options:
-            if kwargs.get("config") is not None:
-                raise ValueError(f"{sorted(options)}: give either options or config, not both")
-            dataset = ConfoundedShapes(**options)  # checks the options
-            config = _confounded_config(dataset.num_classes, dataset.agreement, dataset.image_size)
-            named = {c.name: c for c in self.BUILDER_CONFIGS}
-            kwargs["config"] = named.get(config.name, config)
-        super().__init__(**kwargs)
-
-    def _dataset(self) -> ConfoundedShapes:
-        config = self.builder_config
-        return ConfoundedShapes(config.num_classes, config.agreement, config.image_size)
+    DATASET = ConfoundedShapes
+    OPTIONS = ("num_classes", "agreement", "image_size")
+    _config = staticmethod(_confounded_config)
 
     def _split_sources(self) -> dict[str, GeneratedSource]:
         dataset, chunk = self._dataset(), self._chunk_size
@@ -385,9 +400,10 @@ class SpriteScenesConfig(tfds.core.BuilderConfig):
     image_size: int = SCENES_DEFAULTS["image_size"]
 
 
-def _scenes_config(m: int, n: int, s: int) -> SpriteScenesConfig:
-    """The config of `SpriteScenes(m, n, s)`, from its (already checked) options alone:
+def _scenes_config(max_objects: int, min_objects: int, image_size: int) -> SpriteScenesConfig:
+    """The config of `SpriteScenes(...)`, from its (already checked) options alone:
     building the dataset here would start JAX when this module is imported."""
+    m, n, s = max_objects, min_objects, image_size
     return SpriteScenesConfig(
         name=scenes_config_name(m, n, s),
         max_objects=m,
@@ -397,7 +413,7 @@ def _scenes_config(m: int, n: int, s: int) -> SpriteScenesConfig:
     )
 
 
-class SpriteScenesBuilder(_SyntheticBuilder):
+class SpriteScenesBuilder(_OptionsBuilder):
     """Scenes of several coloured shapes with exact per-object attributes.
 
     Features: "image" uint8 (S, S, 3); "num_objects" class label (0..M); for each object slot
@@ -421,28 +437,9 @@ class SpriteScenesBuilder(_SyntheticBuilder):
     DEFAULT_SIZE = 20_000
     TEST_DIVISOR = 4
 
-    def __init__(
-        self,
-        *,
-        max_objects: int | None = None,
-        min_objects: int | None = None,
-        image_size: int | None = None,
-        **kwargs: Any,
-    ):
-        options = {"max_objects": max_objects, "min_objects": min_objects, "image_size": image_size}
-        options = {k: v for k, v in options.items() if v is not None}
-        if options:
-            if kwargs.get("config") is not None:
-                raise ValueError(f"{sorted(options)}: give either options or config, not both")
-            dataset = SpriteScenes(**options)  # checks the options
-            config = _scenes_config(dataset.max_objects, dataset.min_objects, dataset.image_size)
-            named = {c.name: c for c in self.BUILDER_CONFIGS}
-            kwargs["config"] = named.get(config.name, config)
-        super().__init__(**kwargs)
-
-    def _dataset(self) -> SpriteScenes:
-        config = self.builder_config
-        return SpriteScenes(config.max_objects, config.min_objects, config.image_size)
+    DATASET = SpriteScenes
+    OPTIONS = ("max_objects", "min_objects", "image_size")
+    _config = staticmethod(_scenes_config)
 
 
 def _scenes_kwargs(name: str, match: re.Match) -> dict[str, Any]:
