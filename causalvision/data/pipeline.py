@@ -108,6 +108,11 @@ class ArraySource:
                 out[name] = np.asarray(value)
         return out
 
+    @property
+    def arrays(self) -> dict[str, Any]:
+        """The held arrays (the nested dict, leading axis N), not copies."""
+        return self._arrays
+
     def __len__(self) -> int:
         return self._length
 

@@ -31,7 +31,7 @@ import optax
 from flax import nnx
 
 from causalvision.data import ArraySource, Dataset, GeneratedSource, get_dataset, stack_examples
-from causalvision.nn import AdjustedClassifier, assign_clusters, confounder_dictionary
+from causalvision.nn import AdjustedClassifier, assign_clusters, confounder_dictionary, kmeans
 from causalvision.train.config import Config
 from causalvision.train.data import dataset_of, dataset_sources
 from causalvision.train.tasks import TaskSpec
@@ -211,7 +211,10 @@ def build(config: Config) -> Task:
     num_classes, num_confounders = _classes(dataset, settings)
     keys = ("image", settings.label, settings.confounder)
     train_source, eval_source = dataset_sources(config, keys)
-    train = stack_examples([train_source[i] for i in range(len(train_source))])
+    # Generated data is already in memory as arrays; stored data is read once here.
+    train = getattr(train_source, "arrays", None) or stack_examples(
+        [train_source[i] for i in range(len(train_source))]
+    )
     labels = np.asarray(train[settings.label], np.int64)
     confounder = np.asarray(train[settings.confounder], np.int64)
     arrays: dict[str, Any] = {"image": train["image"], "label": labels}
@@ -226,19 +229,18 @@ def build(config: Config) -> Task:
         features = load_features(settings.features_from)
         key = jax.random.fold_in(jax.random.key(config.trainer.seed), _KMEANS_TAG)
         size = _dictionary_size(settings, num_classes)
-        tables["dictionary"], tables["prior"] = confounder_dictionary(
-            features,
-            {"image": train["image"]},
-            key=key,
-            num_prototypes=size,
-            preprocess=_as_float_images,
-            progress=config.trainer.progress,
-        )
-        if settings.method == "inferred":
-            # The confounder is each image's prototype; the table is counted over them.
-            cluster = np.asarray(
-                assign_clusters(_features_of(features, train["image"]), tables.pop("dictionary"))
+        if settings.method == "backdoor":
+            tables["dictionary"], tables["prior"] = confounder_dictionary(
+                features,
+                {"image": train["image"]},
+                key=key,
+                num_prototypes=size,
+                preprocess=_as_float_images,
+                progress=config.trainer.progress,
             )
+        else:  # "inferred": the confounder is each image's k-means cluster
+            x = _features_of(features, train["image"])
+            cluster = np.asarray(assign_clusters(x, kmeans(x, size, key=key)))
             arrays["confounder"] = cluster
             tables["log_table"], tables["prior"] = _conditional_statistics(
                 cluster, labels, size, num_classes
