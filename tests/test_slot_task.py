@@ -45,6 +45,10 @@ def test_evaluate_writes_object_metrics_and_the_slot_grid(tiny_run, tmp_path, ca
     assert -1.0 <= metrics["fg_ari"] <= 1.0 and 0.0 <= metrics["mbo"] <= 1.0
     assert metrics["fg_ari_images"] == 8
     assert (tmp_path / "slots.png").stat().st_size > 1_000
+    # Options that only a deep SCM's evaluation reads are refused, not ignored.
+    for option in (["--oracle", str(tiny_run)], ["--pixel-noise", "mean"]):
+        assert cli_main(["evaluate", "--workdir", str(tiny_run), *option]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
 
 
 class MaskModel:

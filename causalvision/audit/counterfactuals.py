@@ -205,6 +205,11 @@ def evaluate_run(
     config, result = load_run(workdir)
     model = result.ema_model if result.ema_model is not None else result.model
     if not callable(getattr(model, "scm", None)):
+        if oracle_workdir is not None:
+            raise ValueError(
+                f"oracle: an attribute oracle scores deep SCM counterfactuals, but "
+                f"{str(workdir)!r} holds a {config.task!r} run"
+            )
         if image_options:
             raise ValueError(
                 f"{sorted(image_options)}: options of a deep SCM's image mechanism, but "
