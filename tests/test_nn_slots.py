@@ -313,8 +313,8 @@ def _plain_decode(model, slots):
     """The decoder with `nnx.ConvTranspose`'s own (input-dilating) transposed convolutions."""
     r = CONFIG.decoder_initial
     h = jnp.broadcast_to(slots.reshape(6, 1, 1, -1), (6, r, r, CONFIG.slot_size))
-    h = model.decoder_position(h)
-    convs = list(model.decoder_convs)
+    h = model.decoder.position(h)
+    convs = list(model.decoder.convs)
     for conv in convs[:-1]:
         h = jax.nn.relu(conv(h))
     h = convs[-1](h).reshape(2, 3, 16, 16, 4)

@@ -13,7 +13,12 @@ from causalvision.losses import (
     signed_basis_offsets,
     sparse_offset_loss,
 )
-from causalvision.nn import FlatEncoder, OCCRLModel, SlotAttentionAutoEncoderConfig
+from causalvision.nn import (
+    FlatEncoder,
+    OCCRLModel,
+    SlotAttentionAutoEncoderConfig,
+    SpatialBroadcastDecoder,
+)
 
 B, K, P = 4, 5, 3
 
@@ -122,6 +127,9 @@ def test_models_shapes_and_gradients():
         rngs = nnx.Rngs(jax.random.key(0, impl="rbg"))
         model = OCCRLModel(config, 2, head_hidden=8, rngs=rngs)
         flat = FlatEncoder(16, 3, 3, 2, widths=(4, 4), hidden=8, head_hidden=8, rngs=rngs)
+        flat_ae = FlatEncoder(
+            16, 3, 3, 2, widths=(4, 4), latent_size=24, decoder_widths=(4, 4), rngs=rngs
+        )
 
         def loss(model):
             a, b = model.pair(images, images[::-1], key=jax.random.key(1, impl="rbg"))
@@ -131,13 +139,17 @@ def test_models_shapes_and_gradients():
         grads, (a, b) = nnx.grad(loss, has_aux=True)(model)
         norms = jnp.stack([jnp.abs(g).sum() for g in jax.tree.leaves(nnx.state(grads))])
         f1, _ = flat.pair(images, images)
-        return a, b, norms, f1
+        return a, b, norms, f1, flat_ae(images)
 
-    a, b, norms, f1 = run()
+    a, b, norms, f1, f2 = run()
     assert a["z"].shape == (2, 3, 2) and b["z"].shape == (2, 3, 2)
     assert a["masks"].shape == (2, 3, 16, 16, 1) and a["mse"].shape == ()
     assert np.all(np.isfinite(norms)) and float(norms.sum()) > 0
     assert f1["z"].shape == (2, 3, 2) and f1["latent"].shape == (2, 6)
+    assert "mse" not in f1
+    assert f2["latent"].shape == (2, 24) and f2["reconstruction"].shape == (2, 16, 16, 3)
+    expected = np.mean((np.asarray(f2["reconstruction"]) - np.asarray(images)) ** 2)
+    assert float(f2["mse"]) == pytest.approx(float(expected), rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -173,6 +185,14 @@ def test_models_shapes_and_gradients():
         (lambda: occrl_objective(1.0, 1.0, w_recons=-1.0), "w_recons"),
         (lambda: OCCRLModel("tiny", 2, rngs=nnx.Rngs(0)), "config"),
         (lambda: FlatEncoder(15, 3, 3, 2, widths=(4, 4), rngs=nnx.Rngs(0)), "resolution"),
+        (lambda: FlatEncoder(16, 3, 3, 2, latent_size=0, rngs=nnx.Rngs(0)), "latent_size"),
+        (
+            lambda: FlatEncoder(
+                16, 3, 3, 2, decoder_widths=(4,), decoder_initial=2, rngs=nnx.Rngs(0)
+            ),
+            "widths",
+        ),
+        (lambda: SpatialBroadcastDecoder(4, 16, 3, initial=3, rngs=nnx.Rngs(0)), "initial"),
     ],
 )
 def test_bad_inputs_raise_naming_the_argument(call, argument):

@@ -43,6 +43,7 @@ from causalvision.nn.slots import (
     SlotAttentionAutoEncoder,
     SlotAttentionAutoEncoderConfig,
     SoftPositionEmbedding,
+    SpatialBroadcastDecoder,
 )
 from causalvision.nn.vae import VAE, VAEConfig
 
@@ -80,6 +81,7 @@ __all__ = [
     "SlotAttentionAutoEncoder",
     "SlotAttentionAutoEncoderConfig",
     "SoftPositionEmbedding",
+    "SpatialBroadcastDecoder",
     "VAEConfig",
     "assign_clusters",
     "backdoor_adjust",

@@ -4,10 +4,11 @@
   decoder) plus a projection head, an MLP slot `(D,)` → z `(P,)` applied to every slot. A pair
   (x₁, x₂) is encoded with x₂'s slot attention started from x₁'s final slots (`pair`), so that
   slot i of x₂ tends to track slot i of x₁.
-- `FlatEncoder`: the "non-slot encoder of the same size": a CNN to one latent of K·P numbers,
-  a projection head to z `(K·P,)`, reshaped to `(K, P)`. Its K rows are ordered by whatever
-  the network learns, so for scenes of exchangeable objects it faces the permutation problem
-  by design (OC-CRL's motivation).
+- `FlatEncoder`: the non-slot encoder: a CNN to one flat latent (K·P numbers, or K·D to
+  match the slots' size), a projection head to z `(K·P,)`, reshaped to `(K, P)`, and
+  optionally the slot model's decoder on the latent, for the same reconstruction term. Its K
+  rows are ordered by whatever the network learns, so for scenes of exchangeable objects it
+  faces the permutation problem by design (OC-CRL's motivation).
 
 Both return z `(B, K, P)`, to be fed to `causalvision.losses.sparse_offset_loss`.
 """
@@ -22,7 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from causalvision.nn.slots import SlotAttentionAutoEncoder, SlotAttentionAutoEncoderConfig
+from causalvision.nn.slots import (
+    SlotAttentionAutoEncoder,
+    SlotAttentionAutoEncoderConfig,
+    SpatialBroadcastDecoder,
+)
 from causalvision.validation import check_int
 
 Array = jax.Array
@@ -112,12 +117,16 @@ class OCCRLModel(nnx.Module):
 
 
 class FlatEncoder(nnx.Module):
-    """A non-slot encoder of the same latent size: CNN → one latent of K·P → projection head
-    → z `(B, K·P)` reshaped to `(B, K, P)`.
+    """A non-slot encoder: CNN → one flat latent → projection head → z `(B, K·P)` reshaped to
+    `(B, K, P)`; optionally a spatial-broadcast decoder of the latent, for the same
+    reconstruction term as the slot model.
 
     The CNN is `len(widths)` 3x3 convolutions (ReLU) with stride 2 each, flattened, then a
-    dense layer to `hidden` (ReLU) and one to K·P (the latent); the head is an MLP
-    K·P → `head_hidden` → K·P.
+    dense layer to `hidden` (ReLU) and one to the latent (`latent_size` numbers, default K·P;
+    K·D makes it as large as the slot model's K slots of D); the head is an MLP latent →
+    `head_hidden` → K·P. With `decoder_widths` the latent is decoded to an RGB image by a
+    `SpatialBroadcastDecoder` (`decoder_initial`, `decoder_kernel`), the slot decoder's
+    architecture with a single "slot" and no alpha channel.
 
     Args:
       resolution: image side; must be divisible by 2**len(widths).
@@ -126,7 +135,11 @@ class FlatEncoder(nnx.Module):
       num_latents: P.
       widths: the convolutions' widths.
       hidden: the dense layer's width before the latent.
+      latent_size: the latent's width (default K·P).
       head_hidden: the projection head's hidden width.
+      decoder_widths: the decoder's transposed convolutions (None: no decoder).
+      decoder_initial: the decoder's broadcast grid side.
+      decoder_kernel: the decoder's kernel side.
       rngs: parameter initialisation.
     """
 
@@ -139,7 +152,11 @@ class FlatEncoder(nnx.Module):
         *,
         widths: Sequence[int] = (32, 32, 32),
         hidden: int = 128,
+        latent_size: int | None = None,
         head_hidden: int = 64,
+        decoder_widths: Sequence[int] | None = None,
+        decoder_initial: int = 8,
+        decoder_kernel: int = 3,
         rngs: nnx.Rngs,
     ):
         self.resolution = check_int(resolution, "resolution", 1)
@@ -156,29 +173,50 @@ class FlatEncoder(nnx.Module):
             )
         hidden = check_int(hidden, "hidden", 1)
         head_hidden = check_int(head_hidden, "head_hidden", 1)
+        size = self.num_slots * self.num_latents
+        latent_size = size if latent_size is None else check_int(latent_size, "latent_size", 1)
         convs, cin = [], self.channels
         for width in widths:
             convs.append(nnx.Conv(cin, width, (3, 3), strides=(2, 2), padding="SAME", rngs=rngs))
             cin = width
         self.convs = nnx.List(convs)
         side = self.resolution // 2 ** len(widths)
-        size = self.num_slots * self.num_latents
         self.dense = nnx.Linear(side * side * cin, hidden, rngs=rngs)
-        self.to_latent = nnx.Linear(hidden, size, rngs=rngs)
-        self.head = _Head(size, head_hidden, size, rngs=rngs)
+        self.to_latent = nnx.Linear(hidden, latent_size, rngs=rngs)
+        self.head = _Head(latent_size, head_hidden, size, rngs=rngs)
+        self.decoder = (
+            None
+            if decoder_widths is None
+            else SpatialBroadcastDecoder(
+                latent_size,
+                self.resolution,
+                self.channels,
+                initial=decoder_initial,
+                widths=decoder_widths,
+                kernel=decoder_kernel,
+                rngs=rngs,
+            )
+        )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.resolution, self.resolution, self.channels)
 
     def __call__(self, images: Array) -> dict[str, Array]:
-        """The latent `(B, K·P)` (before the head) as "latent", and "z" `(B, K, P)`."""
-        h = _check_images(images, self.image_shape)
+        """The latent `(B, latent_size)` (before the head) as "latent" and "z" `(B, K, P)`;
+        with a decoder also "reconstruction" `(B, H, W, C)` and "mse" (a scalar)."""
+        images = _check_images(images, self.image_shape)
+        h = images
         for conv in self.convs:
             h = jax.nn.relu(conv(h))
         latent = self.to_latent(jax.nn.relu(self.dense(h.reshape(h.shape[0], -1))))
         z = self.head(latent).reshape(-1, self.num_slots, self.num_latents)
-        return {"latent": latent, "z": z}
+        out = {"latent": latent, "z": z}
+        if self.decoder is not None:
+            reconstruction = self.decoder(latent)
+            out["reconstruction"] = reconstruction
+            out["mse"] = jnp.mean((reconstruction - images) ** 2)
+        return out
 
     def pair(self, first: Array, second: Array) -> tuple[dict[str, Array], dict[str, Array]]:
         """Both images encoded independently (a flat encoder has no slots to carry over)."""

@@ -6,6 +6,8 @@
   with a GRU and a residual MLP. `implicit_grad=True` stops the gradient before the last
   iteration (OC-CRL's approximate implicit differentiation, REFERENCE §6.3).
 - `SoftPositionEmbedding`: the grid `[x, y, 1 - x, 1 - y]` through a dense layer, added.
+- `SpatialBroadcastDecoder`: vectors to images (a broadcast grid, a position embedding,
+  transposed convolutions).
 - `SlotAttentionAutoEncoder`: CNN encoder, slot attention, and a spatial-broadcast decoder
   that gives each slot an RGB image and an alpha logit; the masks are a softmax over the
   slots and the reconstruction is their mixture.
@@ -39,6 +41,7 @@ __all__ = [
     "SlotAttentionAutoEncoder",
     "SlotAttentionAutoEncoderConfig",
     "SoftPositionEmbedding",
+    "SpatialBroadcastDecoder",
 ]
 
 SLOT_INITIALIZERS = ("gaussian", "learned")
@@ -279,7 +282,98 @@ class SoftPositionEmbedding(nnx.Module):
 
 
 # -------------------------------------------------------------------------------------------------
-# Transposed convolutions as sub-pixel convolutions.
+# Spatial broadcast decoder.
+
+
+def _check_widths(value: Any, argument: str) -> tuple[int, ...]:
+    if not (isinstance(value, tuple | list) and len(value) >= 1):
+        raise ValueError(f"{argument}: expected a non-empty tuple of positive ints, got {value!r}")
+    return tuple(check_int(v, argument, 1) for v in value)
+
+
+class SpatialBroadcastDecoder(nnx.Module):
+    """Vectors `(M, D)` to images `(M, H, W, out_channels)` (Watters et al. 2019).
+
+    Each vector is broadcast to an `initial` x `initial` grid, a learned position embedding is
+    added, and transposed convolutions (`kernel`, SAME, ReLU between) of `widths` follow: the
+    first log2(resolution / initial) with stride 2, the rest stride 1, then a 3x3 one to
+    `out_channels`. The slot autoencoder decodes every slot with it (RGB and an alpha logit);
+    `FlatEncoder` decodes its one latent (RGB).
+
+    Args:
+      features: D.
+      resolution: the output side; resolution / initial must be a power of 2.
+      out_channels: channels of the output.
+      initial: side of the broadcast grid.
+      widths: the transposed convolutions' widths (at least log2(resolution / initial)).
+      kernel: their kernel side.
+      rngs: parameter initialisation.
+    """
+
+    def __init__(
+        self,
+        features: int,
+        resolution: int,
+        out_channels: int,
+        *,
+        initial: int = 8,
+        widths: Sequence[int] = (64, 64, 64, 64),
+        kernel: int = 5,
+        rngs: nnx.Rngs,
+    ):
+        self.features = check_int(features, "features", 1)
+        self.resolution = check_int(resolution, "resolution", 1)
+        out_channels = check_int(out_channels, "out_channels", 1)
+        self.initial = check_int(initial, "initial", 1)
+        widths = _check_widths(widths, "widths")
+        kernel = check_int(kernel, "kernel", 1)
+        ratio = self.resolution // self.initial
+        if self.resolution % self.initial or ratio & (ratio - 1):
+            raise ValueError(
+                f"initial: expected resolution / initial to be a power of 2, got "
+                f"{self.resolution} / {self.initial}"
+            )
+        upsamplings = round(math.log2(ratio))
+        if upsamplings > len(widths):
+            raise ValueError(
+                f"widths: {upsamplings} stride-2 layers take {self.initial} to "
+                f"{self.resolution}, got {len(widths)} widths"
+            )
+        self.position = SoftPositionEmbedding(self.features, self.initial, rngs=rngs)
+        convs, cin = [], self.features
+        for i, width in enumerate(widths):
+            stride = 2 if i < upsamplings else 1
+            convs.append(
+                nnx.ConvTranspose(
+                    cin,
+                    width,
+                    (kernel, kernel),
+                    strides=(stride, stride),
+                    padding="SAME",
+                    rngs=rngs,
+                )
+            )
+            cin = width
+        convs.append(nnx.ConvTranspose(cin, out_channels, (3, 3), padding="SAME", rngs=rngs))
+        self.convs = nnx.List(convs)
+
+    def __call__(self, vectors: Array) -> Array:
+        shape = tuple(np.shape(vectors))
+        if len(shape) != 2 or shape[1] != self.features:
+            raise ValueError(f"vectors: expected shape (M, {self.features}), got {shape}")
+        r = self.initial
+        h = jnp.broadcast_to(vectors[:, None, None, :], (shape[0], r, r, self.features))
+        h = self.position(h)
+        last = len(self.convs) - 1
+        for i, conv in enumerate(self.convs):
+            h = conv_transpose_same(conv, h)
+            if i < last:
+                h = jax.nn.relu(h)
+        return h
+
+
+# -------------------------------------------------------------------------------------------------
+# The autoencoder.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,12 +433,6 @@ class SlotAttentionAutoEncoderConfig:
     def upsamplings(self) -> int:
         """Number of stride-2 decoder layers."""
         return round(math.log2(self.resolution // self.decoder_initial))
-
-
-def _check_widths(value: Any, argument: str) -> tuple[int, ...]:
-    if not (isinstance(value, tuple | list) and len(value) >= 1):
-        raise ValueError(f"{argument}: expected a non-empty tuple of positive ints, got {value!r}")
-    return tuple(check_int(v, argument, 1) for v in value)
 
 
 def _validate(config: SlotAttentionAutoEncoderConfig) -> None:
@@ -442,19 +530,15 @@ class SlotAttentionAutoEncoder(nnx.Module):
             implicit_grad=c.implicit_grad,
             rngs=rngs,
         )
-        self.decoder_position = SoftPositionEmbedding(c.slot_size, c.decoder_initial, rngs=rngs)
-        deconvs, cin = [], c.slot_size
-        for i, width in enumerate(c.decoder_widths):
-            stride = 2 if i < c.upsamplings else 1
-            kernel = (c.decoder_kernel, c.decoder_kernel)
-            deconvs.append(
-                nnx.ConvTranspose(
-                    cin, width, kernel, strides=(stride, stride), padding="SAME", rngs=rngs
-                )
-            )
-            cin = width
-        deconvs.append(nnx.ConvTranspose(cin, c.channels + 1, (3, 3), padding="SAME", rngs=rngs))
-        self.decoder_convs = nnx.List(deconvs)
+        self.decoder = SpatialBroadcastDecoder(
+            c.slot_size,
+            c.resolution,
+            c.channels + 1,
+            initial=c.decoder_initial,
+            widths=c.decoder_widths,
+            kernel=c.decoder_kernel,
+            rngs=rngs,
+        )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -492,14 +576,7 @@ class SlotAttentionAutoEncoder(nnx.Module):
                 f"slots: expected shape (B, {c.num_slots}, {c.slot_size}), got {shape}"
             )
         b, k, d = shape
-        r = c.decoder_initial
-        h = jnp.broadcast_to(slots.reshape(b * k, 1, 1, d), (b * k, r, r, d))
-        h = self.decoder_position(h)
-        last = len(self.decoder_convs) - 1
-        for i, deconv in enumerate(self.decoder_convs):
-            h = conv_transpose_same(deconv, h)
-            if i < last:
-                h = jax.nn.relu(h)
+        h = self.decoder(slots.reshape(b * k, d))
         h = h.reshape(b, k, *h.shape[1:])
         recons, logits = h[..., : c.channels], h[..., c.channels :]
         masks = jax.nn.softmax(logits, axis=1)
