@@ -250,6 +250,38 @@ def test_implicit_grad_flows_through_the_last_iteration_only(inputs, slots0):
             np.testing.assert_array_equal(g, 0.0)
 
 
+def test_straight_through_init_trains_a_learned_initialiser(inputs):
+    options = {"initializer": "learned", "implicit_grad": True}
+    plain, straight = _layer(3, **options), _layer(3, **options, straight_through_init=True)
+    weights = jax.random.normal(jax.random.key(12), (B, K, D))
+
+    @nnx.jit
+    def grads(m):
+        g = nnx.grad(lambda m: jnp.sum(m(inputs) * weights))(m)
+        return {str(p): x for p, x in jax.tree_util.tree_leaves_with_path(nnx.state(g, nnx.Param))}
+
+    g_plain, g_straight = grads(plain), grads(straight)
+    (init,) = [name for name in g_plain if "slot_embeddings" in name]
+    np.testing.assert_array_equal(g_plain[init], 0.0)
+    # The straight-through gradient of S₀ is that of the last iteration's input slots, summed
+    # over the batch (S₀ is broadcast): one unrolled iteration's, from the T - 1 iteration slots.
+    before_last = nnx.jit(lambda m: m(inputs, num_iterations=T - 1))(plain)
+    last = nnx.jit(
+        lambda m, s: jax.grad(
+            lambda s: jnp.sum(m(inputs, slots_init=s, num_iterations=1) * weights)
+        )(s)
+    )
+    unrolled = _layer(3, initializer="learned")  # the same parameters, no stop
+    want = last(unrolled, before_last).sum(0)
+    np.testing.assert_allclose(g_straight[init], want, rtol=1e-5, atol=1e-6)
+    assert float(jnp.max(jnp.abs(want))) > 1e-3
+    for name, g in g_plain.items():  # everything else: the plain implicit gradient
+        if name != init:
+            np.testing.assert_allclose(g_straight[name], g, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="straight_through_init"):
+        SlotAttention(D_IN, K, D, straight_through_init=True, rngs=nnx.Rngs(0))
+
+
 # ---------------------------------------------------------------------------------------------
 # Position embedding.
 
