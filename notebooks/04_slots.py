@@ -24,7 +24,7 @@
 
 # %% tags=["parameters"]
 preset = "cpu"  # experiments/slots.py preset; "tiny" for a smoke run
-num_steps = 600  # training steps (the cpu preset's full run is 2,000, ~20 minutes)
+num_steps = 600  # training steps (the cpu preset's full run is 2,500, ~20 minutes)
 num_examples = 64  # held-out scenes scored
 workdir = "../runs/notebook_04"
 
