@@ -109,3 +109,27 @@ def test_slot_attention_throughput_benchmark_runs_jax_only(tmp_path, uncached_en
     assert "rate" not in peer and "--jax-only" in peer["note"]
     (goal,) = result["goals"]
     assert goal["met"] is None and "not measured" in goal["value"]
+
+
+def test_oc_crl_benchmark_trains_both_models_and_scores_the_goal_from_its_rows(
+    tmp_path, uncached_env
+):
+    output = tmp_path / "oc_crl.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "oc_crl_data_efficiency.py"),
+               "--pairs", "32", "--steps", "2", "--seeds", "0", "--test-size", "32",
+               "--output", str(output)]  # fmt: skip
+    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == {"slot", "flat"}
+    for row in rows.values():
+        assert math.isfinite(row["r2"]) and row["r2"] <= 1.0, row
+        assert len(row["probe_matched_r2"]) == 2 and row["train_seconds"] > 0
+    (goal,) = result["goals"]
+    margin = rows["slot"]["r2"] - rows["flat"]["r2"]
+    assert goal["value"]["margins"] == [round(margin, 4)]
+    assert goal["met"] == (margin > 0)
+    assert output.with_suffix(".png").stat().st_size > 0
