@@ -29,6 +29,11 @@ from causalvision.nn.diffusion import (
     q_sample,
     timestep_embedding,
 )
+from causalvision.nn.diffusion_ae import (
+    DiffusionAutoEncoder,
+    DiffusionAutoEncoderConfig,
+    DiffusionMechanism,
+)
 from causalvision.nn.flows import (
     ConditionalAffine,
     ConditionalFlow,
@@ -76,6 +81,9 @@ __all__ = [
     "CounterfactualTuner",
     "DeepSCM",
     "Dictionary",
+    "DiffusionAutoEncoder",
+    "DiffusionAutoEncoderConfig",
+    "DiffusionMechanism",
     "FeatureWiseAdjustment",
     "FlatEncoder",
     "FlowMechanism",

@@ -184,7 +184,10 @@ class UNetConfig:
     (`num_res_blocks` + 1 on the way up); a self-attention block follows each residual block
     at the feature-map sides listed in `attention_resolutions` (and always in the middle).
     `cond_size` is the width of the conditioning vector z (0: unconditional). Every width must
-    be divisible by `num_groups` (GroupNorm) and by `num_heads` (attention).
+    be divisible by `num_groups` (GroupNorm) and by `num_heads` (attention). `zero_init`
+    zeroes each block's last layer and the output convolution (improved-diffusion's choice:
+    the untrained network predicts ε = 0); False draws them like the others, so that an
+    untrained model's conditioning already shows (conformance tests of image mechanisms).
 
     Defaults: CausalDiffAE's MorphoMNIST decoder (width 128, multipliers (1, 2, 2), 3 residual
     blocks, attention at 16 and 8) on 32x32 images, MorphoMNIST padded by 2 as causal-gen does;
@@ -201,6 +204,7 @@ class UNetConfig:
     num_heads: int = 1
     cond_size: int = 0
     num_groups: int = 32
+    zero_init: bool = True
 
     @classmethod
     def tiny(cls, resolution: int = 8, channels: int = 1, cond_size: int = 3) -> UNetConfig:
@@ -243,6 +247,8 @@ def _validate(config: UNetConfig) -> None:
         )
     for side in config.attention_resolutions:
         check_int(side, "config.attention_resolutions", 1)
+    if not isinstance(config.zero_init, bool):
+        raise ValueError(f"config.zero_init: expected a bool, got {config.zero_init!r}")
     factor = 2 ** (len(mult) - 1)
     if config.resolution % factor:
         raise ValueError(
@@ -295,12 +301,14 @@ class _ResBlock(nnx.Module):
     out = skip(x) + conv(SiLU(GN(h))), the last conv zero-initialised, skip a 1x1 conv when
     the width changes."""
 
-    def __init__(self, cin: int, cout: int, emb_size: int, groups: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self, cin: int, cout: int, emb_size: int, groups: int, zero: bool, *, rngs: nnx.Rngs
+    ):
         self.norm1 = _group_norm(cin, groups, rngs)
         self.conv1 = _conv3x3(cin, cout, rngs)
         self.emb = _linear(emb_size, cout, rngs)
         self.norm2 = _group_norm(cout, groups, rngs)
-        self.conv2 = _conv3x3(cout, cout, rngs, zero=True)
+        self.conv2 = _conv3x3(cout, cout, rngs, zero=zero)
         self.skip = _conv(cin, cout, 1, rngs) if cin != cout else None
 
     def __call__(self, x: Array, emb: Array) -> Array:
@@ -314,11 +322,11 @@ class _AttentionBlock(nnx.Module):
     """Multi-head self-attention over the H·W positions: x + proj(attention(GN(x))), with
     `num_heads` heads of width C / num_heads and a zero-initialised output projection."""
 
-    def __init__(self, features: int, num_heads: int, groups: int, *, rngs: nnx.Rngs):
+    def __init__(self, features: int, num_heads: int, groups: int, zero: bool, *, rngs: nnx.Rngs):
         self.num_heads = num_heads
         self.norm = _group_norm(features, groups, rngs)
         self.qkv = _linear(features, 3 * features, rngs)
-        self.proj = _linear(features, features, rngs, zero=True)
+        self.proj = _linear(features, features, rngs, zero=zero)
 
     def __call__(self, x: Array, emb: Array) -> Array:
         b, h, w, c = x.shape
@@ -397,9 +405,9 @@ class UNet(nnx.Module):
         self.conv_in = _conv3x3(c.channels, c.base_width, rngs)
 
         def block(cin: int, cout: int, side: int) -> list[nnx.Module]:
-            layers: list[nnx.Module] = [_ResBlock(cin, cout, emb, groups, rngs=rngs)]
+            layers: list[nnx.Module] = [_ResBlock(cin, cout, emb, groups, c.zero_init, rngs=rngs)]
             if side in c.attention_resolutions:
-                layers.append(_AttentionBlock(cout, c.num_heads, groups, rngs=rngs))
+                layers.append(_AttentionBlock(cout, c.num_heads, groups, c.zero_init, rngs=rngs))
             return layers
 
         down, skips, ch, side = [], [c.base_width], c.base_width, c.resolution
@@ -415,9 +423,9 @@ class UNet(nnx.Module):
         self.down = nnx.List(down)
         self.middle = _Sequence(
             [
-                _ResBlock(ch, ch, emb, groups, rngs=rngs),
-                _AttentionBlock(ch, c.num_heads, groups, rngs=rngs),
-                _ResBlock(ch, ch, emb, groups, rngs=rngs),
+                _ResBlock(ch, ch, emb, groups, c.zero_init, rngs=rngs),
+                _AttentionBlock(ch, c.num_heads, groups, c.zero_init, rngs=rngs),
+                _ResBlock(ch, ch, emb, groups, c.zero_init, rngs=rngs),
             ]
         )
         up = []
@@ -431,7 +439,7 @@ class UNet(nnx.Module):
                 up.append(_Sequence(layers))
         self.up = nnx.List(up)
         self.norm_out = _group_norm(ch, groups, rngs)
-        self.conv_out = _conv3x3(ch, c.channels, rngs, zero=True)
+        self.conv_out = _conv3x3(ch, c.channels, rngs, zero=c.zero_init)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

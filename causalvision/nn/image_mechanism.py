@@ -47,6 +47,7 @@ __all__ = [
 
 #: Built-in image models by name (module paths, imported when first looked up).
 IMAGE_MODELS: dict[str, str] = {
+    "diffusion": "causalvision.nn.diffusion_ae:DiffusionAutoEncoder",
     "hvae": "causalvision.nn.hvae:HVAE",
     "vae": "causalvision.nn.vae:VAE",
 }
