@@ -72,7 +72,11 @@ class DiffusionAutoEncoderConfig:
     to the latent's mean and log-variance `(L,)` each. The UNet (`UNetConfig`'s fields of the
     same names) reads cond = [context `(P,)`; z `(L,)`]. Training: `schedule` over
     `num_train_steps`, conditioning dropped with `cond_drop_prob`, loss ε-MSE + `kl_weight` ·
-    KL(q(z | x) ‖ N(0, I)) (the KL summed over z, averaged over the batch).
+    KL(q(z | x) ‖ N(0, I)) (the KL summed over z, averaged over the batch). The counterfactual
+    procedure's defaults (`DiffusionMechanism`'s `num_steps`, `abduction`, `strength`,
+    `guidance_scale`) are `ddim_steps`, `abduction`, `strength` and `guidance_scale`, so a
+    run's config states how its counterfactuals are made; `mechanism(...)` options override
+    them.
 
     Defaults: Morpho digits (32x32x1), CausalDiffAE's encoder widths and a 64-wide UNet.
     """
@@ -92,6 +96,10 @@ class DiffusionAutoEncoderConfig:
     num_train_steps: int = 1000
     cond_drop_prob: float = 0.1
     kl_weight: float = 1e-3
+    ddim_steps: int = 50
+    abduction: str = "invert"
+    strength: float = 1.0
+    guidance_scale: float = 1.0
 
     @classmethod
     def tiny(
@@ -111,6 +119,7 @@ class DiffusionAutoEncoderConfig:
             num_groups=1,
             zero_init=False,
             num_train_steps=100,
+            ddim_steps=10,
         )
 
     def unet_config(self) -> UNetConfig:
@@ -159,6 +168,13 @@ def _validate(config: DiffusionAutoEncoderConfig) -> None:
     check_int(config.num_train_steps, "config.num_train_steps", 2)
     check_real(config.cond_drop_prob, "config.cond_drop_prob", 0.0, 1.0)
     check_real(config.kl_weight, "config.kl_weight", 0.0)
+    check_int(config.ddim_steps, "config.ddim_steps", 1, config.num_train_steps)
+    if config.abduction not in ABDUCTIONS:
+        raise ValueError(
+            f"config.abduction: expected one of {ABDUCTIONS}, got {config.abduction!r}"
+        )
+    check_real(config.strength, "config.strength", 0.0, 1.0, open_low=True)
+    check_real(config.guidance_scale, "config.guidance_scale")
 
 
 class DiffusionAutoEncoder(nnx.Module):
@@ -265,8 +281,16 @@ class DiffusionAutoEncoder(nnx.Module):
         return total, {"eps_mse": eps_mse, "kl": kl}
 
     def mechanism(self, encoding: ParentEncoding, **options: Any) -> DiffusionMechanism:
-        """The image node's structural equation (options: see `DiffusionMechanism`)."""
-        return DiffusionMechanism(model=self, encoding=encoding, **options)
+        """The image node's structural equation (options: see `DiffusionMechanism`; defaults
+        from the config)."""
+        c = self.config
+        defaults = {
+            "num_steps": c.ddim_steps,
+            "abduction": c.abduction,
+            "strength": c.strength,
+            "guidance_scale": c.guidance_scale,
+        }
+        return DiffusionMechanism(model=self, encoding=encoding, **{**defaults, **options})
 
 
 @mechanism_dataclass
