@@ -133,3 +133,31 @@ def test_oc_crl_benchmark_trains_both_models_and_scores_the_goal_from_its_rows(
     assert goal["value"]["margins"] == [round(margin, 4)]
     assert goal["met"] == (margin > 0)
     assert output.with_suffix(".png").stat().st_size > 0
+
+
+def test_diffusion_sampling_benchmark_runs_jax_only_and_scores_goals_from_its_rows(
+    tmp_path, uncached_env
+):
+    output = tmp_path / "diffusion_sampling.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "diffusion_sampling.py"),
+               "--resolution", "8", "--base-width", "4", "--num-groups", "2", "--attention", "4",
+               "--cond-size", "3", "--batch", "2", "--steps", "3", "--rounds", "1", "--jax-only",
+               "--output", str(output)]  # fmt: skip
+    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    fused, unfused, peer = result["rows"]
+    for row in (fused, unfused):
+        assert row["rate"] > 0 and row["sample_s"] > 0 and row["first_call_s"] > 0, row
+    assert fused["compile_s"] > 0
+    assert "rate" not in peer and "--jax-only" in peer["note"]
+    checks = result["checks"]
+    assert checks["fused_vs_unfused_max_abs_diff"] < 1e-4 and checks["fused_vs_unfused_agree"]
+    assert math.isfinite(checks["sample_abs_max"]) and checks["sample_abs_max"] > 0
+    ours, torch_goal = result["goals"]
+    ratio = fused["rate"] / unfused["rate"]
+    assert ours["value"].startswith(f"{ratio:.2f}x") and ours["met"] == (ratio >= 2.0)
+    assert "3 steps, batch 2" in ours["goal"]
+    assert torch_goal["met"] is None and "not measured" in torch_goal["value"]
