@@ -30,7 +30,7 @@ import os
 import pathlib
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -286,10 +286,7 @@ class _OptionsBuilder(_SyntheticBuilder):
 
     DATASET: type
     OPTIONS: tuple[str, ...]
-
-    @staticmethod
-    def _config(**options: Any) -> tfds.core.BuilderConfig:
-        raise NotImplementedError
+    _config: Callable[..., tfds.core.BuilderConfig]  # the options' config, e.g. staticmethod(f)
 
     def __init__(self, **kwargs: Any):
         options = {k: kwargs.pop(k) for k in self.OPTIONS if k in kwargs}
