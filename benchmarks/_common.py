@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,3 +71,33 @@ def write_results(args: argparse.Namespace, output: Path, **results: Any) -> Non
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwrote {output}")
+
+
+def worker_result(
+    command: Sequence[str], env: dict[str, str] | None = None
+) -> tuple[dict[str, Any] | None, str]:
+    """Runs a peer worker subprocess and reads the JSON of its last stdout line: `(result,
+    "")`, or `(None, why)` when it failed or reported {"skipped": why}."""
+    done = subprocess.run(list(command), capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        return None, f"failed: {tail[0]}"
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "skipped" in result:
+        return None, result["skipped"]
+    return result, ""
+
+
+def jax_machine_info(packages: Sequence[str], peer: dict[str, Any] | None) -> dict[str, Any]:
+    """`host_info` plus JAX's platform, devices and XLA flags, and the peer's versions."""
+    import jax
+
+    info: dict[str, Any] = {
+        **host_info(packages),
+        "jax_platforms": os.environ.get("JAX_PLATFORMS", "cpu (set by the benchmark)"),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    if peer is not None:
+        info["peer_versions"] = peer["versions"]
+    return info

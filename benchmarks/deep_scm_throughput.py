@@ -57,7 +57,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, host_info, print_columns, write_results
+from _common import fmt, jax_machine_info, print_columns, worker_result, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "deep_scm_throughput.json"
@@ -190,11 +190,7 @@ def run_peer(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
                str(args.steps), "--warmup", str(args.warmup), "--cf-batch",
                str(args.cf_batch)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": str(TORCH_THREADS)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        return None, f"failed: {tail[0]}"
-    return json.loads(done.stdout.strip().splitlines()[-1]), ""
+    return worker_result(command, env)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,18 +394,7 @@ def bench_matmul_peak(args, n: int = 2048) -> dict[str, Any]:
 
 
 def machine_info(peer: dict[str, Any] | None) -> dict[str, Any]:
-    import jax
-
-    packages = ("causalvision", "jax", "jaxlib", "flax", "optax", "numpy")
-    info: dict[str, Any] = {
-        **host_info(packages),
-        "jax_platforms": os.environ.get("JAX_PLATFORMS", "cpu (set by the benchmark)"),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-    if peer is not None:
-        info["peer_versions"] = peer["versions"]
-    return info
+    return jax_machine_info(("causalvision", "jax", "jaxlib", "flax", "optax", "numpy"), peer)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -56,7 +56,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +63,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, host_info, print_columns, write_results
+from _common import fmt, jax_machine_info, print_columns, worker_result, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "diffusion_sampling.json"
@@ -294,14 +293,7 @@ def run_peer(args: argparse.Namespace, inputs: dict[str, Any]) -> tuple[dict[str
         env = dict(os.environ)
         if args.peer_omp_wait_policy:
             env["OMP_WAIT_POLICY"] = args.peer_omp_wait_policy
-        done = subprocess.run(peer_command(args, path), capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        return None, f"failed: {tail[0]}"
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if "skipped" in result:
-        return None, result["skipped"]
-    return result, ""
+        return worker_result(peer_command(args, path), env)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -454,18 +446,7 @@ def bench_jax(model, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
 
 
 def machine_info(peer: dict[str, Any] | None) -> dict[str, Any]:
-    import jax
-
-    packages = ("causalvision", "jax", "jaxlib", "flax", "numpy", "torch")
-    info: dict[str, Any] = {
-        **host_info(packages),
-        "jax_platforms": os.environ.get("JAX_PLATFORMS", "cpu (set by the benchmark)"),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-    if peer is not None:
-        info["peer_versions"] = peer["versions"]
-    return info
+    return jax_machine_info(("causalvision", "jax", "jaxlib", "flax", "numpy", "torch"), peer)
 
 
 def goals(rows: dict[str, dict[str, Any]], args: argparse.Namespace, why: str) -> list[dict]:

@@ -45,14 +45,13 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import fmt, host_info, print_columns, write_results
+from _common import fmt, jax_machine_info, print_columns, worker_result, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "slot_attention_throughput.json"
@@ -227,14 +226,7 @@ def run_peer(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
                "--num-slots", str(args.num_slots), "--widths", *map(str, args.widths),
                "--rounds", str(args.rounds), "--steps", str(args.steps),
                "--warmup", str(args.warmup)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-        return None, f"failed: {tail[0]}"
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if "skipped" in result:
-        return None, result["skipped"]
-    return result, ""
+    return worker_result(command)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,18 +303,9 @@ def bench_jax(config, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def machine_info(peer: dict[str, Any] | None) -> dict[str, Any]:
-    import jax
-
-    packages = ("causalvision", "jax", "jaxlib", "flax", "optax", "numpy", "torch")
-    info: dict[str, Any] = {
-        **host_info(packages),
-        "jax_platforms": os.environ.get("JAX_PLATFORMS", "cpu (set by the benchmark)"),
-        "jax_devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-    if peer is not None:
-        info["peer_versions"] = peer["versions"]
-    return info
+    return jax_machine_info(
+        ("causalvision", "jax", "jaxlib", "flax", "optax", "numpy", "torch"), peer
+    )
 
 
 def goals(ours: dict[str, Any], peer: dict[str, Any] | None, why: str) -> list[dict[str, Any]]:
