@@ -227,6 +227,34 @@ def test_graph_basics() -> None:
     assert not g.d_separated("a", "b", "c")
 
 
+def test_project_keeps_paths_through_dropped_nodes() -> None:
+    g = CausalGraph([("a", "m"), ("m", "y"), ("a", "y"), ("b", "m"), ("U", "b")], latent=["U"])
+    projected = g.project(["a", "b", "y"])
+    assert projected.nodes == ("a", "b", "y")
+    assert set(projected.edges) == {("a", "y"), ("b", "y")}
+    assert g.project(["U", "y"]) == CausalGraph([("U", "y")], latent=["U"])
+    assert g.project(["m"]).edges == () and g.project(["m"]).nodes == ("m",)
+    with pytest.raises(ValueError, match=r"unknown node.*'q'"):
+        g.project(["a", "q"])
+
+
+def test_project_matches_path_enumeration_on_random_dags() -> None:
+    rng = random.Random(3)
+    for _ in range(40):
+        names = [f"v{k}" for k in range(7)]
+        edges = [(p, c) for i, p in enumerate(names) for c in names[i + 1 :] if rng.random() < 0.3]
+        g = CausalGraph(edges, nodes=names)
+        keep = set(rng.sample(names, 4))
+        nxg = g.to_networkx()
+        expected = {
+            (j, i)
+            for j in keep
+            for i in keep
+            if j != i and any(not set(path[1:-1]) & keep for path in nx.all_simple_paths(nxg, j, i))
+        }
+        assert set(g.project(sorted(keep)).edges) == expected
+
+
 # ------------------------------------------------------------------ validation
 @pytest.mark.parametrize(
     ("kwargs", "match"),

@@ -191,6 +191,27 @@ class CausalGraph:
         names = self._names(nodes, "nodes")
         return frozenset().union(*(nx.descendants(self._graph, n) for n in names))
 
+    def project(self, nodes: Nodes) -> CausalGraph:
+        """The graph over `nodes` alone: j -> i wherever a directed path runs from j to i
+        through nodes outside the set only (the directed part of the latent projection;
+        confounding by the dropped nodes is not represented). Latent marks are kept."""
+        keep = self._names(nodes, "nodes")
+        edges = []
+        for child in keep:
+            # Walk up from the child through dropped nodes until a kept one is reached.
+            frontier, seen = list(self._graph.predecessors(child)), set()
+            while frontier:
+                node = frontier.pop()
+                if node in seen:
+                    continue
+                seen.add(node)
+                if node in keep:
+                    edges.append((node, child))
+                else:
+                    frontier.extend(self._graph.predecessors(node))
+        order = [n for n in self._nodes if n in keep]
+        return CausalGraph(edges, nodes=order, latent=sorted(self._latent & keep))
+
     def to_networkx(self) -> nx.DiGraph:
         """A copy as `networkx.DiGraph`; each node has a boolean ``latent`` attribute."""
         return self._graph.copy()
