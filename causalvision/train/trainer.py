@@ -72,6 +72,8 @@ class Task:
         `nnx.Param`); anything else in the model stays frozen, e.g. a pretrained predictor.
       trainable_groups: instead of `trainable`, the names of the model's parameter groups
         (`model.parameter_groups()`) the optimiser updates.
+      loss_takes_step: the training loss is called as `loss(model, batch, key, step=step)`,
+        the step a traced int32 scalar, for schedules inside the objective (KL annealing).
     """
 
     init_model: Callable[[nnx.Rngs], nnx.Module]
@@ -83,6 +85,7 @@ class Task:
     transforms: Sequence[Callable[[dict], dict]] = ()
     trainable: Any = nnx.Param
     trainable_groups: tuple[str, ...] | None = None
+    loss_takes_step: bool = False
 
 
 # The training and evaluation streams branch off the seed's key at tags no count of
@@ -428,8 +431,10 @@ def _make_train_step(graphdef: nnx.GraphDef, task: Task, config: TrainerConfig) 
         # Differentiate only the trainable variables: split them off, merge inside the loss.
         static, trainable, frozen = nnx.split(model, task.trainable, ...)
 
+        options = {"step": step} if task.loss_takes_step else {}
+
         def loss_fn(variables):
-            return task.loss(nnx.merge(static, variables, frozen), batch, key)
+            return task.loss(nnx.merge(static, variables, frozen), batch, key, **options)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
         with lenient_promotion():  # optax mixes its int step counters with floats
