@@ -7,8 +7,13 @@ REFERENCE §2.3-2.4), on Morpho digits and the pendulum.
   causalvision evaluate --workdir runs/pd                   # counterfactuals vs the truth
 
 The attribute mechanisms are the same flows as the HVAE experiments'; the image is
-`DiffusionAutoEncoder` ("diffusion" image model): an encoder to a semantic latent and a UNet
-ε_θ(x_t, t, [parents; z]). Counterfactuals abduct by DDIM inversion over 50 steps.
+`DiffusionAutoEncoder` ("diffusion" image model) with CausalDiffAE's causal encoder: one latent
+block per continuous attribute, a latent SCM over the blocks whose edges come from the
+dataset's graph, a label-aligned prior with KL annealing, and a UNet ε_θ(x_t, t, [digit;
+blocks; free latent]) that reads the causal attributes only through their blocks.
+Counterfactuals abduct by DDIM inversion over 50 steps. `--set model.labelled_fraction=0.1`
+trains semi-supervised (10% of the images with attributes); `model.image.causal_variables=()`
+turns the causal encoder off (the UNet then reads every parent directly beside a free z).
 
 Full size follows CausalDiffAE's training (lr 1e-4, 1000 diffusion steps, conditioning
 dropout) with a 64-wide UNet (CausalDiffAE: 128) on 32x32 Morpho digits and 64x64 pendulum
@@ -20,6 +25,10 @@ from causalvision.train import Config, DataConfig, TrainerConfig
 DATA = {
     "morpho": {"name": "morpho_digits", "source": "generated"},
     "pendulum": {"name": "pendulum", "options": {"image_size": 64}},
+}
+CAUSAL_VARIABLES = {
+    "morpho": ("thickness", "intensity"),
+    "pendulum": ("angle", "light", "shadow_length", "shadow_position"),
 }
 FULL = {
     "morpho": {"channel_mult": (1, 2, 2), "attention_resolutions": (16, 8)},
@@ -51,7 +60,10 @@ def get_config(preset: str = "morpho") -> Config:
         model={
             "image_model": "diffusion",
             "image": {
+                "causal_variables": CAUSAL_VARIABLES[dataset],
+                "block_size": 16,
                 "latent_size": 32,
+                "kl_anneal_steps": 50_000,
                 "base_width": 64,
                 "num_res_blocks": 2,
                 **FULL[dataset],
@@ -66,7 +78,9 @@ def get_config(preset: str = "morpho") -> Config:
         if dataset == "pendulum":
             config.data.options = {"image_size": 32}
         config.model["image"].update(
-            latent_size=16,
+            block_size=4,
+            latent_size=8,
+            kl_anneal_steps=1_000,
             base_width=16,
             channel_mult=(1, 2, 2),
             num_res_blocks=1,
@@ -80,6 +94,9 @@ def get_config(preset: str = "morpho") -> Config:
         if dataset == "pendulum":
             config.data.options = {"image_size": 32}
         config.model["image"] = {
+            "causal_variables": CAUSAL_VARIABLES[dataset],
+            "block_size": 2,
+            "kl_anneal_steps": 2,
             "latent_size": 4,
             "encoder_widths": (4, 8),
             "base_width": 4,

@@ -54,6 +54,7 @@ from causalvision.nn.image_mechanism import (
     from_pixels,
     to_pixels,
 )
+from causalvision.nn.latent_scm import LatentSCM
 from causalvision.nn.oc_crl import FlatEncoder, OCCRLModel
 from causalvision.nn.slots import (
     SlotAttention,
@@ -93,6 +94,7 @@ __all__ = [
     "HVAEConfig",
     "ImageModel",
     "Interval",
+    "LatentSCM",
     "NoiseSchedule",
     "OCCRLModel",
     "ParentEncoding",

@@ -137,28 +137,51 @@ class DeepSCM(nnx.Module):
         image = nnx.All(nnx.Param, nnx.PathContains("image_model"))
         return {"image": image, "attributes": nnx.All(nnx.Param, nnx.Not(image))}
 
-    def loss(self, batch: Mapping[str, Array], key: Array) -> tuple[Array, dict[str, Array]]:
+    def loss(
+        self, batch: Mapping[str, Array], key: Array, *, step: Array | int | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         """Image negative ELBO (nats per pixel) plus each attribute's negative log-likelihood.
 
         Args:
-          batch: attributes `(N,)` and the image `(N, H, W, C)` in [0, 255].
+          batch: attributes `(N,)` and the image `(N, H, W, C)` in [0, 255]; optionally
+            "labelled" `(N,)` bool for semi-supervised training: the other units' attributes
+            count as unobserved (left out of the attributes' likelihoods, unseen by the image
+            model, which must accept `labelled`).
           key: for the image model's posterior samples.
+          step: the training step, passed on to an image model with a schedule in its loss.
         """
+        accepted = getattr(self.image_model, "loss_options", frozenset())
+        options: dict[str, Any] = {}
+        weights = None
+        if "labelled" in batch:
+            if "labelled" not in accepted:
+                raise ValueError(
+                    f"batch['labelled']: semi-supervised training needs an image model that "
+                    f"trains on unlabelled images (loss_options with 'labelled', e.g. the "
+                    f"diffusion autoencoder), got {type(self.image_model).__name__}"
+                )
+            options["labelled"] = batch["labelled"]
+            weights = jnp.asarray(batch["labelled"]).astype(jnp.float32)
+        if step is not None and "step" in accepted:
+            options["step"] = step
         metrics = {}
         total = jnp.zeros((), jnp.float32)
         for a in self.attributes:
             value = batch[a.name]
             if a.kind == "categorical":
                 log_p = jax.nn.log_softmax(self.logits[a.name][...])
-                nll = -jnp.mean(log_p[value.astype(jnp.int32)])
+                log_lik = log_p[value.astype(jnp.int32)]
             else:
                 context = self._encoding(a.parents)(batch) if a.parents else None
                 x = value.astype(jnp.float32)[:, None]
-                nll = -jnp.mean(self.flows[a.name].log_prob(x, context))
+                log_lik = self.flows[a.name].log_prob(x, context)
+            if weights is None:
+                nll = -jnp.mean(log_lik)
+            else:
+                nll = -jnp.sum(log_lik * weights) / jnp.maximum(jnp.sum(weights), 1.0)
             metrics[f"{a.name}_nll"] = nll
             total = total + nll
         context = self.image_encoding(batch)
-        options = {}
         if self.prior_dropout:
             key, dropout_key = jax.random.split(key)
             mask = self._prior_keep_mask(dropout_key, context.shape[0])

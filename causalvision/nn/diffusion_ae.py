@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from causalvision.graph import CausalGraph
 from causalvision.nn.cpu_kernels import lecun_normal
 from causalvision.nn.diffusion import (
     NoiseSchedule,
@@ -52,6 +53,7 @@ from causalvision.nn.image_mechanism import (
     from_pixels,
     to_pixels,
 )
+from causalvision.nn.latent_scm import LatentSCM
 from causalvision.scm.mechanisms import Mechanism, mechanism_dataclass
 from causalvision.validation import check_int, check_key, check_real
 
@@ -78,6 +80,16 @@ class DiffusionAutoEncoderConfig:
     run's config states how its counterfactuals are made; `mechanism(...)` options override
     them.
 
+    The causal encoder (CausalDiffAE) is on when `causal_variables` names parents: each gets
+    a latent block of `block_size`, the blocks follow a `LatentSCM` over `causal_edges`
+    (`hidden` width `latent_scm_hidden`), and a label-aligned prior pulls block i to its
+    parent's standardised value m_i: `label_weight` · ½ Σ (z_i − m_i)², i.e. KL(N(z_i, I) ‖
+    N(m_i, I)). The UNet then reads the causal parents only through their blocks: cond =
+    [the other parents' context; z blocks; a free latent of `latent_size` (may be 0)]. Both
+    KL terms ramp linearly from 0 over `kl_anneal_steps` training steps (0: no ramp).
+    `context_layout` `((name, width), ...)` names the context's columns; a deep SCM fills it
+    and `causal_edges` (`CausalGraph.project` of its graph onto the causal variables).
+
     Defaults: Morpho digits (32x32x1), CausalDiffAE's encoder widths and a 64-wide UNet.
     """
 
@@ -100,6 +112,13 @@ class DiffusionAutoEncoderConfig:
     abduction: str = "invert"
     strength: float = 1.0
     guidance_scale: float = 1.0
+    causal_variables: tuple[str, ...] = ()
+    causal_edges: tuple[tuple[str, str], ...] = ()
+    context_layout: tuple[tuple[str, int], ...] = ()
+    block_size: int = 8
+    latent_scm_hidden: int = 32
+    label_weight: float = 1.0
+    kl_anneal_steps: int = 0
 
     @classmethod
     def tiny(
@@ -132,10 +151,20 @@ class DiffusionAutoEncoderConfig:
             num_res_blocks=self.num_res_blocks,
             attention_resolutions=tuple(self.attention_resolutions),
             num_heads=self.num_heads,
-            cond_size=self.context_dim + self.latent_size,
+            cond_size=self.cond_size,
             num_groups=self.num_groups,
             zero_init=self.zero_init,
         )
+
+    @property
+    def latent_width(self) -> int:
+        """The encoder's output width: every block and the free latent, V·B + L."""
+        return len(self.causal_variables) * self.block_size + self.latent_size
+
+    @property
+    def cond_size(self) -> int:
+        """The UNet's conditioning width: context, less the causal columns, and the latent."""
+        return self.context_dim - len(self.causal_variables) + self.latent_width
 
     def noise_schedule(self) -> NoiseSchedule:
         """The training schedule (built on call: numpy, a few microseconds)."""
@@ -152,7 +181,8 @@ def _validate(config: DiffusionAutoEncoderConfig) -> None:
     if shape[0] != shape[1]:
         raise ValueError(f"config.image_shape: the UNet needs square images, got {shape!r}")
     check_int(config.context_dim, "config.context_dim", 0)
-    check_int(config.latent_size, "config.latent_size", 1)
+    causal = bool(config.causal_variables)
+    check_int(config.latent_size, "config.latent_size", 0 if causal else 1)
     widths = config.encoder_widths
     if not (isinstance(widths, tuple | list) and len(widths) >= 1):
         raise ValueError(f"config.encoder_widths: expected a non-empty tuple, got {widths!r}")
@@ -175,6 +205,49 @@ def _validate(config: DiffusionAutoEncoderConfig) -> None:
         )
     check_real(config.strength, "config.strength", 0.0, 1.0, open_low=True)
     check_real(config.guidance_scale, "config.guidance_scale")
+    check_int(config.kl_anneal_steps, "config.kl_anneal_steps", 0)
+    _validate_causal(config)
+
+
+def _validate_causal(config: DiffusionAutoEncoderConfig) -> None:
+    layout = tuple(tuple(entry) for entry in config.context_layout)
+    for entry in layout:
+        if len(entry) != 2 or not isinstance(entry[0], str):
+            raise ValueError(f"config.context_layout: expected (name, width) pairs, got {entry!r}")
+        check_int(entry[1], "config.context_layout", 1)
+    if layout and sum(width for _, width in layout) != config.context_dim:
+        raise ValueError(
+            f"config.context_layout: the widths sum to {sum(w for _, w in layout)}, but "
+            f"context_dim is {config.context_dim}"
+        )
+    variables = tuple(config.causal_variables)
+    if not variables:
+        if config.causal_edges:
+            raise ValueError("config.causal_edges: set, but config.causal_variables is empty")
+        return
+    if not layout:
+        raise ValueError(
+            "config.context_layout: the causal encoder reads each causal variable's column of "
+            "the context; name the columns as ((name, width), ...) (a deep SCM fills it)"
+        )
+    widths = dict(layout)
+    for name in variables:
+        if widths.get(name) != 1:
+            raise ValueError(
+                f"config.causal_variables: {name!r} must be a continuous parent (one context "
+                f"column); the context holds {list(layout)}"
+            )
+    if len(set(variables)) != len(variables):
+        raise ValueError(f"config.causal_variables: duplicates in {list(variables)}")
+    for edge in config.causal_edges:
+        if len(edge) != 2 or not set(edge) <= set(variables):
+            raise ValueError(
+                f"config.causal_edges: expected (parent, child) pairs of causal variables "
+                f"{list(variables)}, got {edge!r}"
+            )
+    check_int(config.block_size, "config.block_size", 1)
+    check_int(config.latent_scm_hidden, "config.latent_scm_hidden", 1)
+    check_real(config.label_weight, "config.label_weight", 0.0)
 
 
 class DiffusionAutoEncoder(nnx.Module):
@@ -192,6 +265,7 @@ class DiffusionAutoEncoder(nnx.Module):
 
     Config: ClassVar[type] = DiffusionAutoEncoderConfig
     conditional_prior: ClassVar[bool] = False
+    loss_options: ClassVar[frozenset[str]] = frozenset({"step", "labelled"})
 
     def __init__(
         self,
@@ -219,9 +293,28 @@ class DiffusionAutoEncoder(nnx.Module):
         self.encoder_convs = nnx.List(convs)
         cells = (height // 2 ** len(config.encoder_widths)) ** 2 * cin
         self.to_latent = nnx.Linear(
-            cells, 2 * config.latent_size, kernel_init=lecun_normal(1.0), rngs=rngs
+            cells, 2 * config.latent_width, kernel_init=lecun_normal(1.0), rngs=rngs
         )
         self.unet = UNet(config.unet_config(), rngs=rngs)
+        self.latent_scm = (
+            LatentSCM(
+                CausalGraph(config.causal_edges, nodes=config.causal_variables),
+                config.block_size,
+                hidden=config.latent_scm_hidden,
+                rngs=rngs,
+            )
+            if config.causal_variables
+            else None
+        )
+        if self.latent_scm is not None:
+            columns, start = {}, 0
+            for name, width in config.context_layout:
+                columns[name], start = start, start + width
+            # Static column indices: the blocks' labels, and the context the UNet still reads.
+            self.label_columns = tuple(columns[name] for name in self.latent_scm.variables)
+            self.other_columns = tuple(
+                k for k in range(config.context_dim) if k not in self.label_columns
+            )
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -240,45 +333,140 @@ class DiffusionAutoEncoder(nnx.Module):
             )
         return jnp.asarray(x, jnp.float32)
 
+    @property
+    def causal_variables(self) -> tuple[str, ...]:
+        """The causal encoder's block order (the latent SCM's topological order); () if off."""
+        return () if self.latent_scm is None else self.latent_scm.variables
+
     def encode(self, x: Array) -> tuple[Array, Array]:
-        """q(z | x): mean and log-variance `(N, L)` each, for images `(N, H, W, C)` in [-1, 1]."""
+        """q(u | x): mean and log-variance `(N, V·B + L)` each, for images `(N, H, W, C)` in
+        [-1, 1]: the blocks' exogenous noise u (causal encoder) and the free latent."""
         h = self._check_images(x)
         for conv in self.encoder_convs:
             h = jax.nn.leaky_relu(conv(h), 0.2)
         stats = self.to_latent(h.reshape(h.shape[0], -1))
-        return stats[:, : self.config.latent_size], stats[:, self.config.latent_size :]
+        width = self.config.latent_width
+        return stats[:, :width], stats[:, width:]
+
+    def semantic_latent(self, noise: Array) -> Array:
+        """The latent the UNet reads `(N, V·B + L)` from the encoder's u: the latent SCM's
+        blocks z = f(Aᵀ z) + u, flattened, then the free latent (without a causal encoder, u
+        itself)."""
+        if self.latent_scm is None:
+            return noise
+        blocks, free = self._split(noise)
+        return jnp.concatenate([self.latent_scm(blocks).reshape(len(blocks), -1), free], -1)
+
+    def label_means(self, context: Array) -> Array:
+        """m `(N, V)`: each block's label, its parent's standardised value in the context."""
+        return jnp.asarray(context, jnp.float32)[:, list(self.label_columns)]
+
+    def _split(self, latent: Array) -> tuple[Array, Array]:
+        """(blocks `(N, V, B)`, free `(N, L)`) of a latent vector `(N, V·B + L)`."""
+        size = len(self.causal_variables) * self.config.block_size
+        blocks = latent[:, :size].reshape(len(latent), -1, self.config.block_size)
+        return blocks, latent[:, size:]
+
+    def _label_offsets(self, context: Array) -> Array:
+        """The label-aligned prior's mean of the latent `(N, V·B + L)` (0 on the free part)."""
+        means = jnp.repeat(self.label_means(context), self.config.block_size, axis=1)
+        return jnp.pad(means, ((0, 0), (0, self.config.latent_size)))
+
+    def exogenous_latent(self, latent: Array, context: Array) -> Array:
+        """The latent's part the parents do not explain: z − m for the blocks (the free latent
+        as is), the exogenous noise a counterfactual carries over `(N, V·B + L)`."""
+        if self.latent_scm is None:
+            return latent
+        return latent - self._label_offsets(context)
+
+    def endogenous_latent(self, noise: Array, context: Array) -> Array:
+        """Inverse of `exogenous_latent`: the blocks at the parents' labels plus the noise."""
+        if self.latent_scm is None:
+            return noise
+        return noise + self._label_offsets(context)
 
     def conditioning(self, context: Array, latent: Array) -> Array:
-        """The UNet's cond `(N, P + L)`: the parents' context and the semantic latent."""
-        return jnp.concatenate([jnp.asarray(context, jnp.float32), latent], axis=-1)
+        """The UNet's cond `(N, cond_size)`: the parents' context (less the causal variables'
+        columns, which reach it through their blocks) and the semantic latent."""
+        context = jnp.asarray(context, jnp.float32)
+        if self.latent_scm is not None:
+            context = context[:, list(self.other_columns)]
+        return jnp.concatenate([context, latent], axis=-1)
+
+    def kl_ramp(self, step: Array | int | None) -> Array:
+        """The KL terms' weight factor: min(1, step / kl_anneal_steps); 1 without a step."""
+        steps = self.config.kl_anneal_steps
+        if step is None or steps == 0:
+            return jnp.ones((), jnp.float32)
+        return jnp.minimum(jnp.asarray(step, jnp.float32) / jnp.float32(steps), 1.0)
 
     def loss(
-        self, x: Array, context: Array, key: Array, *, prior_context: Array | None = None
+        self,
+        x: Array,
+        context: Array,
+        key: Array,
+        *,
+        prior_context: Array | None = None,
+        step: Array | int | None = None,
+        labelled: Array | None = None,
     ) -> tuple[Array, dict[str, Array]]:
-        """ε-MSE + kl_weight · KL for images `x (N, H, W, C)` in [-1, 1] and context `(N, P)`."""
+        """ε-MSE + ramp · (kl_weight · KL(q(u | x) ‖ N(0, I)) + label_weight · label KL).
+
+        Args:
+          x: images `(N, H, W, C)` in [-1, 1].
+          context: the parents' context `(N, P)`.
+          key: posterior samples, diffusion times and noise, conditioning dropout.
+          prior_context: refused (the latent prior does not read the parents).
+          step: the training step, for the KL ramp (`kl_anneal_steps`); None: full weight.
+          labelled: `(N,)` bool, semi-supervised training: units whose parents are known.
+            The others train with the context unseen (zeros, as conditioning dropout) and
+            without the label-aligned term. Default: every unit labelled.
+
+        KLs are summed over latent dimensions and averaged over (labelled) units.
+        """
         if prior_context is not None:
             raise ValueError(
-                "prior_context: the diffusion autoencoder's latent prior N(0, I) does not read "
-                "the parents; leave prior_context=None (its conditioning dropout is "
+                "prior_context: the diffusion autoencoder's latent prior does not read the "
+                "parents; leave prior_context=None (its conditioning dropout is "
                 "config.cond_drop_prob)"
             )
         x = self._check_images(x)
-        check_context(context, self.context_dim, x.shape[0])
+        num = x.shape[0]
+        check_context(context, self.context_dim, num)
+        context = jnp.asarray(context, jnp.float32)
         key = check_key(key, "key")
+        mask = jnp.ones((num,), jnp.float32)
+        if labelled is not None:
+            if tuple(jnp.shape(labelled)) != (num,):
+                raise ValueError(
+                    f"labelled: expected shape ({num},) (one flag per image), got "
+                    f"{tuple(jnp.shape(labelled))}"
+                )
+            mask = jnp.asarray(labelled).astype(jnp.float32)
         key_latent, key_diffusion = jax.random.split(key)
         mean, log_var = self.encode(x)
-        latent = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key_latent, mean.shape)
+        noise = mean + jnp.exp(0.5 * log_var) * jax.random.normal(key_latent, mean.shape)
+        latent = self.semantic_latent(noise)
         eps_mse = ddpm_loss(
             self.unet,
             self.config.noise_schedule(),
             x,
-            self.conditioning(context, latent),
+            self.conditioning(context * mask[:, None], latent),
             key_diffusion,
             cond_drop_prob=self.config.cond_drop_prob,
         )
         kl = jnp.mean(0.5 * jnp.sum(mean**2 + jnp.exp(log_var) - log_var - 1.0, axis=-1))
-        total = eps_mse + jnp.float32(self.config.kl_weight) * kl
-        return total, {"eps_mse": eps_mse, "kl": kl}
+        ramp = self.kl_ramp(step)
+        total = eps_mse + ramp * jnp.float32(self.config.kl_weight) * kl
+        metrics = {"eps_mse": eps_mse, "kl": kl, "kl_ramp": ramp}
+        if self.latent_scm is not None:
+            offsets = self.exogenous_latent(latent, context)
+            blocks, _ = self._split(offsets)
+            per_unit = 0.5 * jnp.sum(blocks**2, axis=(1, 2))
+            label_kl = jnp.sum(per_unit * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+            total = total + ramp * jnp.float32(self.config.label_weight) * label_kl
+            metrics["label_kl"] = label_kl
+        return total, metrics
 
     def mechanism(self, encoding: ParentEncoding, **options: Any) -> DiffusionMechanism:
         """The image node's structural equation (options: see `DiffusionMechanism`; defaults
@@ -341,6 +529,13 @@ class DiffusionMechanism(Mechanism):
                 f"encoding: the parents encode to {self.encoding.size} numbers, but the image "
                 f"model reads a context of {self.model.context_dim}"
             )
+        layout = tuple(zip(self.encoding.names, self.encoding.widths, strict=True))
+        expected = tuple(tuple(entry) for entry in self.model.config.context_layout)
+        if expected and layout != expected:
+            raise ValueError(
+                f"encoding: the parents encode as {list(layout)}, but the image model reads "
+                f"its context as {list(expected)} (config.context_layout)"
+            )
         if self.abduction not in ABDUCTIONS:
             raise ValueError(f"abduction: expected one of {ABDUCTIONS}, got {self.abduction!r}")
         if self.pixel_noise not in PIXEL_NOISE:
@@ -386,13 +581,15 @@ class DiffusionMechanism(Mechanism):
         key_latent, key_x = jax.random.split(key)
         shape = (num_units, *self.model.image_shape)
         return {
-            "latent": jax.random.normal(key_latent, (num_units, self.model.config.latent_size)),
+            "latent": jax.random.normal(key_latent, (num_units, self.model.config.latent_width)),
             "x": jax.random.normal(key_x, shape),
             "pixel": jnp.zeros(shape, jnp.float32),
         }
 
     def predict(self, noise: Mapping[str, Array], parents: Mapping[str, Array]) -> Array:
-        cond = self.model.conditioning(self.encoding(parents), noise["latent"])
+        context = self.encoding(parents)
+        latent = self.model.endogenous_latent(noise["latent"], context)
+        cond = self.model.conditioning(context, latent)
         return to_pixels(self._decode(noise["x"], cond) + noise["pixel"])
 
     def abduct(
@@ -403,8 +600,11 @@ class DiffusionMechanism(Mechanism):
         num_samples: int | None = None,
     ) -> dict[str, Array]:
         x = self.model._check_images(from_pixels(jnp.asarray(value)), "value")
-        latent, _ = self.model.encode(x)  # the posterior mean
-        cond = self.model.conditioning(self.encoding(parents), latent)
+        mean, _ = self.model.encode(x)  # the posterior mean
+        context = self.encoding(parents)
+        latent = self.model.semantic_latent(mean)
+        cond = self.model.conditioning(context, latent)
+        latent = self.model.exogenous_latent(latent, context)
         if self.abduction == "invert":
             noise = self._abduct_state(x, cond, latent, None)
             return self._broadcast_noise(noise, num_samples)

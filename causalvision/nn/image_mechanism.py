@@ -82,7 +82,10 @@ class ImageModel(Protocol):
       loss(x, context, key, *, prior_context=None) -> (scalar, {name: scalar}): the training
         objective for images `x (N, H, W, C)` in [-1, 1] and context `(N, P)`;
         `prior_context` `(N, P)` replaces the context in the prior only (models without a
-        conditional prior refuse it).
+        conditional prior refuse it). A model may take more keywords, named in its class
+        attribute `loss_options` (a frozenset; absent means none): "step" (the training
+        step, for schedules such as KL annealing) and "labelled" (`(N,)` bool: the units
+        whose parents are observed, for semi-supervised training).
       mechanism(encoding, **options) -> Mechanism: the image node's structural equation for
         parents encoded by `encoding` (a `ParentEncoding` of width `context_dim`).
     """

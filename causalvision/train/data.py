@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from causalvision.data import (
     ArraySource,
@@ -21,8 +22,16 @@ from causalvision.data import (
     stack_examples,
 )
 from causalvision.train.config import Config, DataConfig
+from causalvision.validation import check_real
 
-__all__ = ["SelectKeys", "dataset_of", "dataset_sources", "example_keys", "prepare_examples"]
+__all__ = [
+    "LabelledSubset",
+    "SelectKeys",
+    "dataset_of",
+    "dataset_sources",
+    "example_keys",
+    "prepare_examples",
+]
 
 SOURCES = ("generated", "tfds")
 
@@ -67,6 +76,27 @@ def _materialise(source: GeneratedSource, keys: Sequence[str] | None) -> ArraySo
     return ArraySource(examples)
 
 
+class LabelledSubset:
+    """A random-access source whose examples carry "labelled": True for a fixed subset.
+
+    round(fraction · len) examples, drawn without replacement by `seed` (numpy), are
+    labelled; semi-supervised training treats the others' attributes as unobserved.
+    """
+
+    def __init__(self, source: Any, fraction: float, seed: int = 0):
+        self.source = source
+        count = round(check_real(fraction, "fraction", 0.0, 1.0) * len(source))
+        order = np.random.default_rng(seed).permutation(len(source))
+        self.labelled = np.zeros(len(source), bool)
+        self.labelled[order[:count]] = True
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {**self.source[index], "labelled": self.labelled[index]}
+
+
 class SelectKeys:
     """Per-example transform keeping only `keys` (so unused fields never reach the device)."""
 
@@ -86,4 +116,6 @@ def prepare_examples(dataset: Dataset, batch: Mapping[str, jax.Array]) -> dict[s
     out = {"image": batch["image"].astype(jnp.float32)}
     for spec in dataset.attribute_specs:
         out[spec.name] = batch[spec.name].astype(jnp.int32 if spec.categorical else jnp.float32)
+    if "labelled" in batch:  # semi-supervised training's flags (`LabelledSubset`)
+        out["labelled"] = batch["labelled"].astype(bool)
     return out

@@ -7,16 +7,19 @@ The graph and the attributes come from the dataset's specs; the image model is a
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from flax import nnx
 
 from causalvision.data import Dataset
+from causalvision.graph import CausalGraph
 from causalvision.lookup import resolve
-from causalvision.nn import IMAGE_MODELS, DeepSCM
+from causalvision.nn import IMAGE_MODELS, DeepSCM, ParentEncoding
 from causalvision.scm import Attribute
 from causalvision.train.config import Config, structure
 from causalvision.train.data import (
+    LabelledSubset,
     SelectKeys,
     dataset_of,
     dataset_sources,
@@ -25,6 +28,7 @@ from causalvision.train.data import (
 )
 from causalvision.train.tasks import TaskSpec
 from causalvision.train.trainer import Task
+from causalvision.validation import check_real
 
 __all__ = ["TASK", "DeepSCMSettings", "attribute_specs", "counterfactual_evals"]
 
@@ -42,6 +46,10 @@ class DeepSCMSettings:
       standardise: `{attribute: (offset, scale)}` replacing the dataset's standardisation.
       order: the attributes in the order the model reads them (parents first); default the
         dataset's. The image model's context columns follow it.
+      labelled_fraction: semi-supervised training: the share of training examples whose
+        attributes are observed (a fixed subset, drawn with `data.seed`); the rest train the
+        image model alone. Needs an image model that accepts `labelled` (the diffusion
+        autoencoder). 1: fully supervised.
     """
 
     image_model: str = "hvae"
@@ -50,11 +58,18 @@ class DeepSCMSettings:
     flow_layers: tuple[str, ...] = ("spline", "affine")
     standardise: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
     order: tuple[str, ...] = ()
+    labelled_fraction: float = 1.0
 
     def __post_init__(self):
         model_type = image_model_type(self.image_model)
         image = {} if self.image is None else self.image
         object.__setattr__(self, "image", structure(model_type.Config, image, "model.image"))
+        fraction = check_real(self.labelled_fraction, "model.labelled_fraction", 0.0, 1.0)
+        if fraction < 1.0 and "labelled" not in getattr(model_type, "loss_options", ()):
+            raise ValueError(
+                f"model.labelled_fraction: semi-supervised training needs an image model that "
+                f"trains on unlabelled images (e.g. 'diffusion'), got {self.image_model!r}"
+            )
 
 
 def image_model_type(name: str) -> type:
@@ -89,15 +104,44 @@ def attribute_specs(dataset: Dataset, settings: DeepSCMSettings) -> tuple[Attrib
 
 
 def complete(config: Config, settings: DeepSCMSettings) -> DeepSCMSettings:
-    """The image model's image shape and context width, from the dataset."""
+    """The image model's image shape and context width, from the dataset; and, for image
+    models whose config has them, the context's column layout and the causal encoder's
+    edges among its `causal_variables` (the dataset graph's projection onto them)."""
     dataset = dataset_of(config.data)
     specs = attribute_specs(dataset, settings)
-    image = dataclasses.replace(
-        settings.image,
-        image_shape=tuple(dataset.image_shape),
-        context_dim=DeepSCM.context_dim(specs),
+    fields = {f.name for f in dataclasses.fields(settings.image)}
+    filled: dict[str, Any] = {
+        "image_shape": tuple(dataset.image_shape),
+        "context_dim": DeepSCM.context_dim(specs),
+    }
+    if "context_layout" in fields:
+        encoding = ParentEncoding.from_attributes(specs)
+        filled["context_layout"] = tuple(zip(encoding.names, encoding.widths, strict=True))
+    variables = tuple(getattr(settings.image, "causal_variables", ()))
+    if variables:
+        filled["causal_edges"] = _causal_edges(specs, variables, settings.image.causal_edges)
+    return dataclasses.replace(settings, image=dataclasses.replace(settings.image, **filled))
+
+
+def _causal_edges(
+    specs: Sequence[Attribute], variables: tuple[str, ...], given: Sequence[Sequence[str]]
+) -> tuple[tuple[str, str], ...]:
+    names = [spec.name for spec in specs]
+    unknown = [v for v in variables if v not in names]
+    if unknown:
+        raise ValueError(
+            f"model.image.causal_variables: {unknown} are not attributes; known: {names}"
+        )
+    graph = CausalGraph(
+        [(parent, spec.name) for spec in specs for parent in spec.parents], nodes=names
     )
-    return dataclasses.replace(settings, image=image)
+    edges = graph.project(variables).edges
+    if given and {tuple(e) for e in given} != set(edges):
+        raise ValueError(
+            f"model.image.causal_edges: the latent SCM takes its edges from the dataset's "
+            f"graph, {list(edges)}; got {[tuple(e) for e in given]} (leave it unset)"
+        )
+    return edges
 
 
 def build_model(config: Config) -> Any:
@@ -122,9 +166,14 @@ def build(config: Config) -> Task:
     dataset = dataset_of(config.data)
     keys = example_keys(dataset)
     train_source, eval_source = dataset_sources(config, keys)
+    settings: DeepSCMSettings = config.model
+    if settings.labelled_fraction < 1.0:
+        train_source = LabelledSubset(train_source, settings.labelled_fraction, config.data.seed)
+        eval_source = LabelledSubset(eval_source, 1.0)  # evaluation sees every label
+        keys = (*keys, "labelled")
 
-    def loss(model, batch, key):
-        return model.loss(batch, key)
+    def loss(model, batch, key, step):
+        return model.loss(batch, key, step=step)
 
     def eval_metrics(model, batch, key):
         value, metrics = model.loss(batch, key)
@@ -138,6 +187,7 @@ def build(config: Config) -> Task:
         eval_metrics=eval_metrics,
         prepare=lambda batch: prepare_examples(dataset, batch),
         transforms=(SelectKeys(keys),),
+        loss_takes_step=True,
     )
 
 
