@@ -1,6 +1,7 @@
 """Tutorials are executed end to end (small settings injected into their `parameters` cell)."""
 
 import pathlib
+import re
 
 import jupytext
 import nbclient
@@ -17,6 +18,11 @@ SMALL = {
     ),
     "04_slots.py": (
         "import tempfile\npreset = 'tiny'\nnum_steps = 2\nnum_examples = 8\n"
+        "workdir = tempfile.mkdtemp()\n"
+    ),
+    "05_diffusion_counterfactuals.py": (
+        # The tiny preset's own step count (as for 02: programs shared through the cache).
+        "import tempfile\npreset = 'morpho_tiny'\nnum_steps = 4\nnum_examples = 4\n"
         "workdir = tempfile.mkdtemp()\n"
     ),
     "03_deconfounding.py": (
@@ -57,3 +63,18 @@ def test_notebook_runs(name):
     if name == "04_slots.py":
         assert "trained 2 steps" in text and "FG-ARI" in text
         assert "pixels changed:" in text
+    if name == "05_diffusion_counterfactuals.py":
+        assert "trained 4 steps" in text
+        assert "adjacency: [[0, 1], [0, 0]]" in text  # thickness -> intensity, from the graph
+        assert "'x': (4, 32, 32, 1)" in text and "'pixel': (4, 32, 32, 1)" in text
+        # The abducted pixel residual makes the null intervention exact up to float error.
+        change = float(re.search(r"do\(thickness = factual\): max \|Δ\| = (\S+)", text)[1])
+        assert change < 0.01
+        for do in ("thickness=4.5", "intensity=110"):
+            found = re.search(rf"ground-truth error under do\({do}\): L1 (\S+) \(0-255\)", text)
+            assert 0 < float(found[1]) < 255
+        assert "without a key: counterfactual: nodes ['image'] abduct" in text
+        for abduction in ("invert", "renoise"):
+            errors = re.findall(rf"{abduction}, strength (\S+): L1 to the truth (\S+)", text)
+            assert [s for s, _ in errors] == ["0.25", "0.5", "1"]
+            assert all(0 < float(e) < 255 for _, e in errors)
