@@ -161,3 +161,45 @@ def test_diffusion_sampling_benchmark_runs_jax_only_and_scores_goals_from_its_ro
     assert ours["value"].startswith(f"{ratio:.2f}x") and ours["met"] == (ratio >= 2.0)
     assert "3 steps, batch 2" in ours["goal"]
     assert torch_goal["met"] is None and "not measured" in torch_goal["value"]
+
+
+def test_mechanism_comparison_benchmark_trains_the_three_mechanisms_and_scores_its_goals(
+    tmp_path, uncached_env
+):
+    output = tmp_path / "mechanism_comparison.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "mechanism_comparison.py"), "--size",
+               "tiny", "--datasets", "pendulum", "--steps", "2", "--batch", "8", "--num", "4",
+               "--cf-batch", "2", "--cf-steps", "1", "--output", str(output)]  # fmt: skip
+    # XLA's backend optimisations off: its many small programs compile faster, and with one
+    # DDIM step the diffusion's counterfactuals compute little.
+    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    (pendulum,) = result["datasets"].values()
+    rows = pendulum["mechanisms"]
+    assert list(rows) == ["vae", "hvae", "diffusion"]
+    interventions = ["angle", "light", "shadow_length", "shadow_position", "random"]
+    assert pendulum["interventions"] == interventions
+    assert list(pendulum["unchanged"]["gt_l1"]) == interventions  # the reference row
+    for row in rows.values():
+        assert list(row["gt_l1"]) == interventions
+        assert all(math.isfinite(v) and v >= 0 for v in row["gt_l1"].values()), row["gt_l1"]
+        assert math.isfinite(row["mean_gt_l1"]) and math.isfinite(row["composition_l1"])
+        # The pendulum has no exact measurement: effectiveness is the pseudo-oracle's.
+        scores = row["effectiveness"]["angle"]
+        assert set(scores) == {f"predicted/{a}_mae" for a in interventions[:4]}, scores
+        assert row["params"]["deep_scm"] > row["params"]["image_model"] > 0
+        assert row["samples_per_s"] > 0 and row["train_seconds"] > 0
+        assert row["cf"]["images_per_s"] > 0 and row["cf"]["finite"]
+    assert rows["diffusion"]["metrics"]["num_steps"] == 1  # --cf-steps in the evaluation too
+    l1_goal, rate_goal = result["goals"]
+    assert all(set(g) == {"goal", "value", "met"} for g in result["goals"])
+    means = {m: row["mean_gt_l1"] for m, row in rows.items()}
+    assert l1_goal["value"]["mean_l1"] == {m: round(v, 3) for m, v in means.items()}
+    unchanged = pendulum["unchanged"]["mean_gt_l1"]
+    best = means["diffusion"] < min(means["vae"], means["hvae"], unchanged)
+    assert l1_goal["met"] == best
+    assert rate_goal["met"] is False and rate_goal["value"]["ddim_steps"] == 1  # not 50
+    assert output.with_suffix(".png").stat().st_size > 0
