@@ -1,6 +1,7 @@
 """Flax NNX building blocks for causal image models."""
 
 from causalvision.nn.adjusted_classifier import ADJUSTMENTS, AdjustedClassifier, ConfounderTable
+from causalvision.nn.captioner import Captioner, CaptionerConfig
 from causalvision.nn.classifiers import AttributePredictor, ConvEncoder
 from causalvision.nn.deconfounding import (
     BackdoorAdjustment,
@@ -73,6 +74,8 @@ __all__ = [
     "AdjustedClassifier",
     "AttributePredictor",
     "BackdoorAdjustment",
+    "Captioner",
+    "CaptionerConfig",
     "ClassWiseAdjustment",
     "ConditionalAffine",
     "ConditionalFlow",
