@@ -248,7 +248,8 @@ def time_counterfactuals(
     grid = {
         "do": do_value,
         "dataset": dataset,
-        "examples": {k: np.asarray(v)[:shown] for k, v in examples.items()},
+        # Per-unit fields cut to the shown units; a dataset's per-batch scalars kept as is.
+        "examples": {k: np.asarray(v)[:shown] if np.ndim(v) else v for k, v in examples.items()},
         "model": np.asarray(out[:shown]),
     }
     return record, grid
