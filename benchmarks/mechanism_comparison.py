@@ -248,8 +248,8 @@ def time_counterfactuals(
     grid = {
         "do": do_value,
         "dataset": dataset,
-        # Per-unit fields cut to the shown units; a dataset's per-batch scalars kept as is.
-        "examples": {k: np.asarray(v)[:shown] if np.ndim(v) else v for k, v in examples.items()},
+        # Every per-unit leaf cut to the shown units (Morpho's "style" is a dict of them).
+        "examples": jax.tree.map(lambda v: np.asarray(v)[:shown], examples),
         "model": np.asarray(out[:shown]),
     }
     return record, grid
