@@ -3,8 +3,17 @@ the error against exact ground-truth counterfactuals, as functions and as evalua
 config names (`evals`); accuracy per group and of the worst group, for data with a
 confounder; object-centric metrics: FG-ARI and mean best overlap of segmentations
 (jit-compatible), and linear / slot-matched R² and permutation disentanglement of latents
-(numpy)."""
+(numpy); caption metrics: CHAIR object hallucination and object recall / precision over an
+`ObjectVocabulary`, corpus BLEU and CIDEr-D (pure Python)."""
 
+from causalvision.metrics.captioning import (
+    ObjectVocabulary,
+    bleu,
+    chair,
+    cider_d,
+    cider_d_per_image,
+    object_recall_precision,
+)
 from causalvision.metrics.counterfactual import (
     batched,
     commutativity,
@@ -54,9 +63,14 @@ __all__ = [
     "Evaluator",
     "GroundTruth",
     "MatchedR2",
+    "ObjectVocabulary",
     "PermutationDisentanglement",
     "Reversibility",
     "batched",
+    "bleu",
+    "chair",
+    "cider_d",
+    "cider_d_per_image",
     "commutativity",
     "composition",
     "effectiveness",
@@ -71,6 +85,7 @@ __all__ = [
     "matched_r2",
     "mean_best_overlap",
     "mean_fg_ari",
+    "object_recall_precision",
     "permutation_disentanglement",
     "quantile_bins",
     "reversibility",
