@@ -12,6 +12,7 @@ OPTIONS = {
     "confounded_shapes": {"image_size": 16},
     "pendulum": {"image_size": 32},
     "sprite_scenes": {"image_size": 32, "max_objects": 3},
+    "captioned_scenes": {"image_size": 32, "max_objects": 3},
 }
 
 

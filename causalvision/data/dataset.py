@@ -24,6 +24,7 @@ __all__ = ["DATASETS", "Dataset", "check_attributes", "get_dataset", "storage_dt
 
 #: Built-in datasets by name (module paths, imported when first looked up).
 DATASETS: dict[str, str] = {
+    "captioned_scenes": "causalvision.data.captioned_scenes:CaptionedScenes",
     "confounded_shapes": "causalvision.data.confounded:ConfoundedShapes",
     "morpho_digits": "causalvision.data.morpho:MorphoDigits",
     "pendulum": "causalvision.data.pendulum:Pendulum",

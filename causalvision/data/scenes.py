@@ -159,8 +159,7 @@ def _alphas_one(scene, *, image_size: int) -> Array:
     """Coverage `(M, S, S)` of every slot of one scene, zero for absent slots."""
     one = partial(_coverage_one, image_size=image_size)
     cover = jax.vmap(one)(scene["shape"], scene["size"], scene["x"], scene["y"], scene["rotation"])
-    present = jnp.arange(cover.shape[0]) < scene["num_objects"]
-    return cover * present[:, None, None].astype(cover.dtype)
+    return cover * scene["present"][:, None, None].astype(cover.dtype)
 
 
 def _render_one(scene, palette, *, image_size: int) -> Array:
@@ -378,14 +377,20 @@ class SpriteScenes:
         return out
 
     def _scenes(self, example: Mapping[str, Any]) -> dict[str, Array]:
-        """The renderer's input: num_objects `(N,)` and per property `(N, M)`, rotation too."""
+        """The renderer's input (`_stack`) of a checked example."""
         values, num = self._attributes(example, "example")
         return self._stack(values, self._rotation(example, num, "example"))
 
     def _stack(self, values: Mapping[str, Array], rotation: Array) -> dict[str, Array]:
+        """The renderer's input: per property `(N, M)`, "present" `(N, M)` bool, rotation."""
         m = self.max_objects
         scenes = {p: jnp.stack([values[f"{p}_{k}"] for k in range(m)], -1) for p in PROPERTIES}
-        return {**scenes, "num_objects": values["num_objects"], "rotation": rotation}
+        return {**scenes, "present": self._present(values), "rotation": rotation}
+
+    def _present(self, values: Mapping[str, Array]) -> Array:
+        """Which slots are drawn, `(N, M)` bool: the first num_objects. The one place the
+        renderer learns presence, so a subclass with another presence rule overrides it."""
+        return jnp.arange(self.max_objects)[None, :] < values["num_objects"][:, None]
 
     # Public API ------------------------------------------------------------------------------
 
@@ -415,8 +420,7 @@ class SpriteScenes:
         """Per-object ground truth as a set, for slot models: "present" `(N, M)` bool and
         "shape", "colour" (int32), "size", "x", "y" (float32) `(N, M)`, plus "rotation"."""
         scenes = self._scenes(example)
-        present = jnp.arange(self.max_objects)[None, :] < scenes["num_objects"][:, None]
-        return {"present": present, **{p: scenes[p] for p in (*PROPERTIES, "rotation")}}
+        return {p: scenes[p] for p in ("present", *PROPERTIES, "rotation")}
 
     @staticmethod
     def sample_rotation(key: Array, num: int, max_objects: int) -> Array:
@@ -496,7 +500,7 @@ class SpriteScenes:
         k_first, k_slot, k_property, k_shift, k_sign, k_class = jax.random.split(key, 6)
         first = self.sample(k_first, num)
         m, shape = self.max_objects, (num, num_changed)
-        present = np.arange(m)[None, :] < np.asarray(first["num_objects"])[:, None]
+        present = np.asarray(self.objects(first)["present"])
         scores = np.where(present, np.asarray(jax.random.uniform(k_slot, (num, m))), 2.0)
         slot = np.argsort(scores, axis=1, kind="stable")[:, :num_changed].astype(np.int32)
         pick = np.asarray(jax.random.randint(k_property, shape, 0, len(properties)))

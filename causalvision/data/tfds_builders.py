@@ -6,13 +6,14 @@ them back as a random-access `tfds.data_source` (len / `[i]`, numpy out) that gr
 A built split equals `GeneratedSource(dataset, size, seed)` example for example, and each stored
 example keeps everything needed to re-render it under an intervention: all attributes and the
 exogenous noise (Morpho digits' style, the confounded shapes' placement and shape noise, the
-sprite scenes' rotations).
+sprite scenes' rotations, the captioned scenes' rotations, wording and shape noise).
 
 Layout: `<data_dir>/morpho_digits/1.0.0/`, `<data_dir>/pendulum/<S>px/1.0.0/`,
-`<data_dir>/confounded_shapes/<config>/1.0.0/` and `<data_dir>/sprite_scenes/<config>/1.0.0/`,
+`<data_dir>/confounded_shapes/<config>/1.0.0/`, `<data_dir>/sprite_scenes/<config>/1.0.0/` and
+`<data_dir>/captioned_scenes/<config>/1.0.0/`,
 each with `train` (`size` examples, seed `s`) and `test` (seed `s + 1`; 1/6 of `size` for Morpho
 digits, MNIST's 60k/10k ratio, 1/3 for the pendulum, the CausalVAE 5,482/1,826 ratio, and 1/4
-for the confounded shapes and the sprite scenes) splits. The
+for the confounded shapes and the sprite and captioned scenes) splits. The
 confounded shapes add `unconfounded` (seed `s + 2`) and `anticorrelated` (seed `s + 3`), 1/4
 of `size` each, drawn from `ConfoundedShapes.split(...)` of the same options.
 `dataset_info.json` records size, seed and chunk size in its metadata.
@@ -39,6 +40,9 @@ import tqdm
 from etils import epath
 from tensorflow_datasets.core.utils import tqdm_utils
 
+from causalvision.data.captioned_scenes import DEFAULTS as CAPTIONED_DEFAULTS
+from causalvision.data.captioned_scenes import CaptionedScenes
+from causalvision.data.captioned_scenes import config_name as captioned_config_name
 from causalvision.data.confounded import DEFAULTS as CONFOUNDED_DEFAULTS
 from causalvision.data.confounded import ConfoundedShapes
 from causalvision.data.dataset import Dataset
@@ -51,6 +55,7 @@ from causalvision.data.sources import GeneratedSource
 from causalvision.validation import check_directory, check_int
 
 __all__ = [
+    "CaptionedScenesBuilder",
     "ConfoundedShapesBuilder",
     "MorphoDigitsBuilder",
     "PendulumBuilder",
@@ -72,6 +77,8 @@ SCENES_SIZES = (64, 128)
 _SCENES_NAME = re.compile(
     r"^sprite_scenes(?:/(?:min(?P<min>\d+)_max(?P<max>\d+)_)?(?P<size>\d+)px)?$"
 )
+CAPTIONED_SIZES = (32, 64)
+_CAPTIONED_NAME = re.compile(r"^captioned_scenes(?:/(?:max(?P<max>\d+)_)?(?P<size>\d+)px)?$")
 KNOWN_NAMES = (
     "morpho_digits",
     "pendulum",
@@ -80,6 +87,8 @@ KNOWN_NAMES = (
     *(f"confounded_shapes/{s}px" for s in CONFOUNDED_SIZES),
     "sprite_scenes",
     *(f"sprite_scenes/{s}px" for s in SCENES_SIZES),
+    "captioned_scenes",
+    *(f"captioned_scenes/{s}px" for s in CAPTIONED_SIZES),
 )
 
 _IMAGE_ENCODING = tfds.features.Encoding.ZLIB  # mostly-constant images: ~5-10x smaller
@@ -452,10 +461,72 @@ def _scenes_kwargs(name: str, match: re.Match) -> dict[str, Any]:
     return options
 
 
+@dataclasses.dataclass(eq=False)
+class CaptionedScenesConfig(tfds.core.BuilderConfig):
+    """`CaptionedScenes` options; the config name is `CaptionedScenes(...).config_name`:
+    f"{image_size}px" for 4 slots, f"max{M}_{image_size}px" otherwise."""
+
+    max_objects: int = CAPTIONED_DEFAULTS["max_objects"]
+    image_size: int = CAPTIONED_DEFAULTS["image_size"]
+
+
+def _captioned_config(max_objects: int, image_size: int) -> CaptionedScenesConfig:
+    """The config of `CaptionedScenes(...)`, from its (already checked) options alone."""
+    return CaptionedScenesConfig(
+        name=captioned_config_name(max_objects, image_size),
+        max_objects=max_objects,
+        image_size=image_size,
+        description=f"{max_objects} object slots, {image_size}x{image_size} RGB images",
+    )
+
+
+class CaptionedScenesBuilder(_OptionsBuilder):
+    """Sprite scenes with per-slot presence, a star-triangle confounder and exact captions.
+
+    Features: "image" uint8 (S, S, 3); "theme" class label (plain, starry); for each object
+    slot k < M the class labels "present_k", "shape_k", "colour_k" and the float32 "size_k",
+    "x_k", "y_k"; the exogenous noise "rotation" (M,), "wording" (M,) and "shape_noise"
+    (2, 5) float32. Captions, boxes and instance masks are not stored:
+    `CaptionedScenes(...).captions(example)`, `.boxes(example)` and `.instance_masks(example)`
+    compute them exactly from a stored example, `.remove_object` / `.mask_object` give its
+    counterfactual test images. See `causalvision.data.captioned_scenes`.
+
+    Configs "64px" (default) and "32px" with 4 slots; any other options through
+    `CaptionedScenesBuilder(max_objects=..., image_size=...)` (read back with
+    `load_source(CaptionedScenes(...).tfds_name)`).
+    """
+
+    name = "captioned_scenes"
+    BUILDER_CONFIGS = [  # noqa: RUF012 (tfds API)
+        _captioned_config(CAPTIONED_DEFAULTS["max_objects"], s) for s in CAPTIONED_SIZES
+    ]
+    DEFAULT_BUILDER_CONFIG_NAME = f"{CAPTIONED_DEFAULTS['image_size']}px"
+    DEFAULT_SIZE = 20_000
+    TEST_DIVISOR = 4
+
+    DATASET = CaptionedScenes
+    OPTIONS = ("max_objects", "image_size")
+    _config = staticmethod(_captioned_config)
+
+
+def _captioned_kwargs(name: str, match: re.Match) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if match["size"] is not None:
+        options["image_size"] = int(match["size"])
+    if match["max"] is not None:
+        options["max_objects"] = int(match["max"])
+    try:
+        CaptionedScenes(**options)
+    except ValueError as error:
+        raise ValueError(f"name: {name!r} names no valid captioned scenes ({error})") from None
+    return options
+
+
 def _builder_kwargs(name: Any) -> tuple[type[_SyntheticBuilder], dict[str, Any]]:
     """The builder class and its kwargs for "morpho_digits", "pendulum", "pendulum/<S>px",
     "confounded_shapes", "confounded_shapes/<S>px", "confounded_shapes/k<K>_a<A>_<S>px",
-    "sprite_scenes", "sprite_scenes/<S>px" or "sprite_scenes/min<m>_max<M>_<S>px"."""
+    "sprite_scenes", "sprite_scenes/<S>px", "sprite_scenes/min<m>_max<M>_<S>px",
+    "captioned_scenes", "captioned_scenes/<S>px" or "captioned_scenes/max<M>_<S>px"."""
     if name == "morpho_digits":
         return MorphoDigitsBuilder, {}
     confounded = _CONFOUNDED_NAME.match(name) if isinstance(name, str) else None
@@ -464,11 +535,15 @@ def _builder_kwargs(name: Any) -> tuple[type[_SyntheticBuilder], dict[str, Any]]
     scenes = _SCENES_NAME.match(name) if isinstance(name, str) else None
     if scenes is not None:
         return SpriteScenesBuilder, _scenes_kwargs(name, scenes)
+    captioned = _CAPTIONED_NAME.match(name) if isinstance(name, str) else None
+    if captioned is not None:
+        return CaptionedScenesBuilder, _captioned_kwargs(name, captioned)
     match = _PENDULUM_NAME.match(name) if isinstance(name, str) else None
     if match is None:
         raise ValueError(
             f"name: expected one of {KNOWN_NAMES} (or 'pendulum/<S>px' with S >= 16, or "
-            f"ConfoundedShapes(...).tfds_name, or SpriteScenes(...).tfds_name), got {name!r}"
+            f"ConfoundedShapes(...).tfds_name, SpriteScenes(...).tfds_name or "
+            f"CaptionedScenes(...).tfds_name), got {name!r}"
         )
     size = DEFAULT_PENDULUM_SIZE if match["size"] is None else int(match["size"])
     if size < 16:
@@ -495,9 +570,11 @@ def build_dataset(
     Args:
       name: "morpho_digits", "pendulum" (64x64), "pendulum/<S>px" (e.g. "pendulum/96px"),
         "confounded_shapes" (32x32) or another `ConfoundedShapes(...).tfds_name`,
-        "sprite_scenes" (64x64) or another `SpriteScenes(...).tfds_name`.
+        "sprite_scenes" (64x64) or another `SpriteScenes(...).tfds_name`, "captioned_scenes"
+        (64x64) or another `CaptionedScenes(...).tfds_name`.
       size: examples in the train split (default 60,000 for Morpho digits, 5,482 for the
-        pendulum, 20,000 for the confounded shapes and the sprite scenes); the test split gets
+        pendulum, 20,000 for the confounded shapes and the sprite and captioned scenes); the
+        test split gets
         1/6, 1/3 resp. 1/4 of it, with seed `seed + 1` (and the confounded shapes'
         "unconfounded" and "anticorrelated" splits 1/4 each, seeds `seed + 2` and `seed + 3`).
       data_dir: TFDS data directory (default: `$TFDS_DATA_DIR` or ~/tensorflow_datasets).
