@@ -23,6 +23,7 @@ __all__ = ["TASKS", "TaskSpec", "build_model", "build_task", "get_task"]
 #: Built-in tasks by name (module paths, imported when first looked up).
 TASKS: dict[str, str] = {
     "attribute_predictor": "causalvision.train.tasks.attribute_predictor:TASK",
+    "captioning": "causalvision.train.tasks.captioning:TASK",
     "deep_scm": "causalvision.train.tasks.deep_scm:TASK",
     "deep_scm_cf": "causalvision.train.tasks.deep_scm_cf:TASK",
     "deconfounding": "causalvision.train.tasks.deconfounding:TASK",
