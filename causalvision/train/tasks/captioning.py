@@ -89,7 +89,7 @@ def _check_init_from(settings: CaptioningSettings) -> None:
         )
 
 
-def _captioned(dataset: Any) -> Any:
+def _check_captions(dataset: Any) -> Any:
     for method in ("captions", "vocabulary"):
         if not callable(getattr(dataset, method, None)):
             raise ValueError(
@@ -101,7 +101,7 @@ def _captioned(dataset: Any) -> Any:
 
 def complete(config: Config, settings: CaptioningSettings) -> CaptioningSettings:
     """The image shape and vocabulary size, from the dataset."""
-    dataset = _captioned(dataset_of(config.data))
+    dataset = _check_captions(dataset_of(config.data))
     captioner = dataclasses.replace(
         settings.captioner,
         image_shape=tuple(dataset.image_shape),
@@ -119,7 +119,7 @@ def caption_examples(dataset: Any, source: Any, max_len: int) -> dict[str, np.nd
     """Every example of `source` with its true caption encoded: "image" `(N, H, W, C)`,
     "tokens" `(N, max_len)` int32 and "token_mask" `(N, max_len)` bool, and the stored
     fields the counterfactual images need."""
-    vocabulary = _captioned(dataset).vocabulary()
+    vocabulary = _check_captions(dataset).vocabulary()
     parts = []
     for start in range(0, len(source), CHUNK):
         rows = _rows(source, start, min(start + CHUNK, len(source)))
@@ -210,7 +210,7 @@ def _source(examples: dict[str, np.ndarray], keys: tuple[str, ...]) -> ArraySour
 def build(config: Config) -> Task:
     settings: CaptioningSettings = config.model
     _check_init_from(settings)
-    dataset = _captioned(dataset_of(config.data))
+    dataset = _check_captions(dataset_of(config.data))
     max_len = settings.captioner.max_len
     train_raw, eval_raw = dataset_sources(config)
     train = caption_examples(dataset, train_raw, max_len)
