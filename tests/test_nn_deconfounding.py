@@ -222,6 +222,21 @@ def test_given_dictionary_and_prior_are_frozen_unless_asked():
     assert 0.0 <= float(sized.dictionary[...].min()) and float(sized.dictionary[...].max()) < 0.01
 
 
+def test_a_dictionary_of_another_width_gives_a_confounder_of_its_width():
+    other = RNG.normal(size=(C, D + 3)).astype(np.float32)  # e.g. another modality's prototypes
+    layer = BackdoorAdjustment(D, other, PRIOR, dictionary_features=D + 3, rngs=nnx.Rngs(0))
+    assert layer.out_features == 2 * D + 3 and layer(X).shape == (6, 2 * D + 3)
+    w = np.asarray(layer.weights(X))
+    np.testing.assert_allclose(layer.confounder(X), w @ other, atol=1e-5)
+    np.testing.assert_allclose(layer(X)[:, D:], w @ other, atol=1e-5)
+    alone = BackdoorAdjustment(D, other, dictionary_features=D + 3, fusion="none", rngs=nnx.Rngs(0))
+    assert alone.out_features == D + 3 and alone.w_z.kernel[...].shape == (D + 3, D)
+    logits = alone.exact(X, lambda u: u[..., :K])  # the head reads the rows of the dictionary
+    assert logits.shape == (6, K)
+    sized = BackdoorAdjustment(D, 5, dictionary_features=2, fusion="none", rngs=nnx.Rngs(0))
+    assert sized.dictionary[...].shape == (5, 2) and sized(X).shape == (6, 2)
+
+
 # -- IFSL -------------------------------------------------------------------------------------
 
 F, N_CHUNKS, A = 8, 4, 3
@@ -487,6 +502,18 @@ BAD = {
     "dictionary size 0": (lambda: _backdoor(dictionary=0, prior=None), "dictionary: .*>= 1"),
     "embed_dim": (lambda: _backdoor(embed_dim=0), "embed_dim"),
     "fusion": (lambda: _backdoor(fusion="sum"), "fusion: expected one of"),
+    "add across widths": (
+        lambda: _backdoor(dictionary=np.zeros((C, 2)), dictionary_features=2, fusion="add"),
+        "fusion: 'add' needs dictionary_features = features = 4",
+    ),
+    "dictionary_features width": (
+        lambda: _backdoor(dictionary=np.zeros((C, 3)), dictionary_features=2),
+        r"dictionary: expected rows of width 2 \(dictionary_features\)",
+    ),
+    "dictionary_features 0": (
+        lambda: _backdoor(dictionary_features=0),
+        "dictionary_features: expected an int >= 1",
+    ),
     "x width": (lambda: _backdoor()(np.zeros((2, D + 1), np.float32)), r"x: .*\(\.\.\., 4\)"),
     "exact x width": (
         lambda: _backdoor().exact(np.zeros((2, 3), np.float32), lambda u: u),

@@ -1,5 +1,6 @@
 """Training objectives beyond a model's own likelihood."""
 
+from causalvision.losses.contrastive import info_nce
 from causalvision.losses.counterfactual_captioning import (
     FUSIONS,
     cfvqa_effects,
@@ -37,6 +38,7 @@ __all__ = [
     "counterfactual_branch",
     "counterfactual_nll",
     "entity_mask",
+    "info_nce",
     "match_slots",
     "matching_cost",
     "mix_with_language_model",

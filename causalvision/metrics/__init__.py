@@ -4,7 +4,8 @@ config names (`evals`); accuracy per group and of the worst group, for data with
 confounder; object-centric metrics: FG-ARI and mean best overlap of segmentations
 (jit-compatible), and linear / slot-matched R² and permutation disentanglement of latents
 (numpy); caption metrics: CHAIR object hallucination and object recall / precision over an
-`ObjectVocabulary`, corpus BLEU and CIDEr-D (pure Python)."""
+`ObjectVocabulary`, corpus BLEU and CIDEr-D (pure Python); image-text retrieval recall@K
+(numpy)."""
 
 from causalvision.metrics.captioning import (
     ObjectVocabulary,
@@ -13,6 +14,7 @@ from causalvision.metrics.captioning import (
     cider_d,
     cider_d_per_image,
     object_recall_precision,
+    recall_at_k,
 )
 from causalvision.metrics.counterfactual import (
     batched,
@@ -88,6 +90,7 @@ __all__ = [
     "object_recall_precision",
     "permutation_disentanglement",
     "quantile_bins",
+    "recall_at_k",
     "reversibility",
     "run_evaluators",
     "sample_interventions",

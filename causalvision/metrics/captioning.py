@@ -58,6 +58,15 @@ With the candidate's vector c and a reference's vector r of order k,
 An n-gram that appears in the references of every image has weight 0, so a corpus of one
 image scores 0.0. (The reference measures length in bigrams, words − 1; the scores agree
 whenever n ≥ 2, and for n = 1 it applies no length penalty at all.)
+
+Retrieval
+---------
+`recall_at_k` scores image-text matching from a similarity matrix s `[N, M]` (image i against
+text j). Image → text: for image i, the rank of its best-scoring matching text is the number
+of non-matching texts scoring at least as high (0 = first); image i is retrieved at K when
+that rank is < K. Text → image is the same over the columns. Ties count against the model: a
+non-match scoring exactly as high as the best match is ranked above it, so a constant
+similarity retrieves nothing at K < the number of non-matches.
 """
 
 from __future__ import annotations
@@ -71,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from causalvision.validation import check_int, check_real
+from causalvision.validation import check_int, check_real, check_real_array
 
 __all__ = [
     "ObjectVocabulary",
@@ -80,6 +89,7 @@ __all__ = [
     "cider_d",
     "cider_d_per_image",
     "object_recall_precision",
+    "recall_at_k",
 ]
 
 _LETTER_RUNS = re.compile(r"[^\W\d_]+")  # runs of letters, of any alphabet
@@ -476,6 +486,84 @@ def _all_ngrams(words: list[str], n: int) -> Counter[tuple[str, ...]]:
     for order in range(1, n + 1):
         counts.update(_ngrams(words, order))
     return counts
+
+
+# ------------------------------------------------------------------------------ retrieval
+
+
+def recall_at_k(
+    similarity: Any, k_values: Sequence[int] | int = (1, 5, 10), matches: Any = None
+) -> dict[str, float]:
+    """Image → text and text → image recall@K from a similarity matrix.
+
+    Args:
+      similarity: `[N, M]` finite scores, image i against text j (higher = more similar).
+      k_values: the cut-offs K, each in [1, min(N, M)] (a K larger than either gallery
+        would make that recall trivially 1).
+      matches: optional boolean `[N, M]`, True where text j describes image i (several texts
+        per image, or several images per text); every image and every text needs a match.
+        Default: image i matches text i (needs N = M).
+
+    Returns:
+      `{"i2t_r{K}": ..., "t2i_r{K}": ...}` for each K: the fraction of images (texts) whose
+      best match is ranked < K among the other side's items, ties counted against the model
+      (see the module docstring).
+    """
+    scores = np.asarray(check_real_array(similarity, "similarity"))
+    if scores.ndim != 2 or min(scores.shape) < 1:
+        raise ValueError(
+            f"similarity: expected a 2-D array (N, M) with N, M >= 1, got shape {scores.shape}"
+        )
+    n, m = scores.shape
+    if matches is None:
+        if n != m:
+            raise ValueError(
+                f"matches: needed when similarity is not square (image i matches text i), "
+                f"got similarity of shape {scores.shape}"
+            )
+        pairs = np.eye(n, dtype=bool)
+    else:
+        pairs = np.asarray(matches)
+        if pairs.shape != scores.shape or pairs.dtype != np.bool_:
+            raise ValueError(
+                f"matches: expected a boolean array of shape {scores.shape} (the similarity's), "
+                f"got {_describe_array(pairs)}"
+            )
+        for axis, what in ((1, "image(s)"), (0, "text(s)")):
+            empty = np.flatnonzero(~pairs.any(axis=axis))
+            if empty.size:
+                raise ValueError(f"matches: {what} {empty.tolist()[:5]} have no match")
+    if isinstance(k_values, int | np.integer) and not isinstance(k_values, bool):
+        k_values = (k_values,)
+    if isinstance(k_values, str) or not isinstance(k_values, Iterable):
+        raise ValueError(f"k_values: expected a non-empty sequence of ints, got {k_values!r}")
+    ks = [check_int(k, "k_values", 1) for k in k_values]
+    if not ks:
+        raise ValueError("k_values: expected a non-empty sequence of ints, got an empty one")
+    for k in ks:
+        if k > min(n, m):
+            raise ValueError(
+                f"k_values: K = {k} is larger than the gallery ({m} texts for an image, "
+                f"{n} images for a text)"
+            )
+    i2t = _match_ranks(scores, pairs)
+    t2i = _match_ranks(scores.T, pairs.T)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"i2t_r{k}"] = float(np.mean(i2t < k))
+    for k in ks:
+        out[f"t2i_r{k}"] = float(np.mean(t2i < k))
+    return out
+
+
+def _match_ranks(scores: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Per row: the number of non-matches scoring >= the row's best match, `[N]` int."""
+    best = np.max(np.where(pairs, scores, -np.inf), axis=1, keepdims=True)
+    return np.sum(~pairs & (scores >= best), axis=1)
+
+
+def _describe_array(value: np.ndarray) -> str:
+    return f"shape {value.shape} of {value.dtype}"
 
 
 # ------------------------------------------------------------------------------ shared

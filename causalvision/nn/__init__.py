@@ -56,6 +56,7 @@ from causalvision.nn.image_mechanism import (
     to_pixels,
 )
 from causalvision.nn.latent_scm import LatentSCM
+from causalvision.nn.matching import DeconfoundedMatching
 from causalvision.nn.oc_crl import FlatEncoder, OCCRLModel
 from causalvision.nn.slots import (
     SlotAttention,
@@ -83,6 +84,7 @@ __all__ = [
     "ConfounderTable",
     "ConvEncoder",
     "CounterfactualTuner",
+    "DeconfoundedMatching",
     "DeepSCM",
     "Dictionary",
     "DiffusionAutoEncoder",

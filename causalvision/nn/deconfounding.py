@@ -186,11 +186,11 @@ def _confounder_weights(attention: Array, prior: Array, normalize: bool) -> Arra
     return weights / jnp.sum(weights, axis=-1, keepdims=True) if normalize else weights
 
 
-_FUSIONS: dict[str, tuple[int, Callable[[Array, Array], Array]]] = {
-    # name: (output width in units of D, fuse(x, z))
-    "concat": (2, lambda x, z: jnp.concatenate([x, z], axis=-1)),
-    "add": (1, lambda x, z: x + z),
-    "none": (1, lambda x, z: z),
+_FUSIONS: dict[str, tuple[Callable[[int, int], int], Callable[[Array, Array], Array]]] = {
+    # name: (output width from (D, D_z), fuse(x, z))
+    "concat": (lambda d, dz: d + dz, lambda x, z: jnp.concatenate([x, z], axis=-1)),
+    "add": (lambda d, dz: d, lambda x, z: x + z),
+    "none": (lambda d, dz: dz, lambda x, z: z),
 }
 
 
@@ -199,7 +199,9 @@ class BackdoorAdjustment(nnx.Module):
 
     A = softmax_c((x W_y)(Z W_z)ᵀ / √E) and z = Σ_c P(c) A_c Z_c; the output is [x ; z]
     (`fusion="concat"`), x + z (`"add"`) or z (`"none"`), for x of any leading shape
-    (`[N, D]` RoIs, `[N, T, D]` tokens). A head on the output approximates
+    (`[N, D]` RoIs, `[N, T, D]` tokens). The dictionary's rows may live in another space than
+    x (`dictionary_features` D_z, e.g. another modality's features, as DCIN's inter-modal
+    dictionary): W_z then maps D_z to E, and z has width D_z. A head on the output approximates
     Σ_c P(c) P(Y | x, Z_c) by softmax(head(x, E_z[z])) (NWGM); `exact(x, head)` computes the
     sum itself.
 
@@ -209,16 +211,18 @@ class BackdoorAdjustment(nnx.Module):
     combination of the rows (and equals Z_j for a point-mass prior on j).
 
     Args:
-      features: D, the width of x and of the dictionary's rows.
-      dictionary: Z `[C, D]`, kept frozen (a `Dictionary` variable) unless `learn_dictionary`;
-        or an int C for a learned `[C, D]` dictionary (an `nnx.Param`, initialised
-        uniform[0, 1) / 100 as in CATT's released code).
+      features: D, the width of x (and of the dictionary's rows unless
+        `dictionary_features`).
+      dictionary: Z `[C, D_z]`, kept frozen (a `Dictionary` variable) unless
+        `learn_dictionary`; or an int C for a learned `[C, D_z]` dictionary (an `nnx.Param`,
+        initialised uniform[0, 1) / 100 as in CATT's released code).
       prior: P(c) `[C]`, frozen (a `Prior` variable); uniform by default.
       embed_dim: E, the width of the attention's queries and keys (default D).
-      fusion: "concat", "add" or "none" (see above).
+      fusion: "concat", "add" (needs D_z = D) or "none" (see above).
       normalize_weights: renormalise P(c) A_c over c (default: the reference's unnormalised
         weights).
       learn_dictionary: train a given dictionary as an `nnx.Param`.
+      dictionary_features: D_z, the width of the dictionary's rows (default D).
       rngs: initialisation of W_y, W_z: normal(std 0.02) kernels, zero biases (the
         reference), and of a learned dictionary given by its size.
 
@@ -237,18 +241,29 @@ class BackdoorAdjustment(nnx.Module):
         fusion: str = "concat",
         normalize_weights: bool = False,
         learn_dictionary: bool = False,
+        dictionary_features: int | None = None,
         rngs: nnx.Rngs,
     ):
         self.features = check_int(features, "features", 1)
+        width = self.features if dictionary_features is None else dictionary_features
+        self.dictionary_features = check_int(width, "dictionary_features", 1)
+        what = "features" if dictionary_features is None else "dictionary_features"
         if fusion not in _FUSIONS:
             raise ValueError(f"fusion: expected one of {', '.join(_FUSIONS)}, got {fusion!r}")
+        if fusion == "add" and self.dictionary_features != self.features:
+            raise ValueError(
+                f"fusion: 'add' needs dictionary_features = features = {self.features}, got "
+                f"dictionary_features = {self.dictionary_features} (use 'concat' or 'none')"
+            )
         self.fusion = fusion
         self.normalize_weights = bool(normalize_weights)
         if _is_size(dictionary):
             size = check_int(dictionary, "dictionary", 1)
-            self.dictionary = nnx.Param(_uniform_dictionary(rngs.params(), size, self.features))
+            self.dictionary = nnx.Param(
+                _uniform_dictionary(rngs.params(), size, self.dictionary_features)
+            )
         else:
-            z = _check_matrix(dictionary, "dictionary", self.features, "features")
+            z = _check_matrix(dictionary, "dictionary", self.dictionary_features, what)
             self.dictionary = nnx.Param(z) if learn_dictionary else Dictionary(z)
         self.num_entries = int(self.dictionary[...].shape[0])
         self.prior = Prior(
@@ -260,12 +275,12 @@ class BackdoorAdjustment(nnx.Module):
         self.embed_dim = check_int(embed, "embed_dim", 1)
         init = nnx.initializers.normal(stddev=0.02)
         self.w_y = nnx.Linear(self.features, self.embed_dim, kernel_init=init, rngs=rngs)
-        self.w_z = nnx.Linear(self.features, self.embed_dim, kernel_init=init, rngs=rngs)
+        self.w_z = nnx.Linear(self.dictionary_features, self.embed_dim, kernel_init=init, rngs=rngs)
 
     @property
     def out_features(self) -> int:
-        """Width of `__call__`'s output: 2D for "concat", D otherwise."""
-        return _FUSIONS[self.fusion][0] * self.features
+        """Width of `__call__`'s output: D + D_z for "concat", D for "add", D_z for "none"."""
+        return _FUSIONS[self.fusion][0](self.features, self.dictionary_features)
 
     def _fuse(self, x: Array, z: Array) -> Array:
         return _FUSIONS[self.fusion][1](x, z.astype(x.dtype))
@@ -280,7 +295,7 @@ class BackdoorAdjustment(nnx.Module):
         return _confounder_weights(self.attention(x), self.prior[...], self.normalize_weights)
 
     def confounder(self, x: Array) -> Array:
-        """E_z[z] = Σ_c weights_c Z_c: `[..., D]` -> `[..., D]`."""
+        """E_z[z] = Σ_c weights_c Z_c: `[..., D]` -> `[..., D_z]`."""
         return jnp.einsum("...c,cd->...d", self.weights(x), self.dictionary[...])
 
     def __call__(self, x: Array) -> Array:
@@ -300,8 +315,9 @@ class BackdoorAdjustment(nnx.Module):
         """
         _check_last(x, self.features, "x", "features")
         z = self.dictionary[...]
-        xs = jnp.broadcast_to(x[..., None, :], (*x.shape[:-1], *z.shape))
-        logits = head(self._fuse(xs, jnp.broadcast_to(z, xs.shape)))
+        xs = jnp.broadcast_to(x[..., None, :], (*x.shape[:-1], z.shape[0], x.shape[-1]))
+        zs = jnp.broadcast_to(z, (*x.shape[:-1], *z.shape))
+        logits = head(self._fuse(xs, zs))
         shape = tuple(np.shape(logits))
         if shape[:-1] != xs.shape[:-1]:
             raise ValueError(f"head: expected logits {(*xs.shape[:-1], 'K')}, got shape {shape}")
