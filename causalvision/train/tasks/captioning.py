@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from causalvision.data import ArraySource
+from causalvision.data import ArraySource, quantize_image
 from causalvision.losses import (
     entity_mask,
     mix_with_language_model,
@@ -148,7 +148,8 @@ def _counterfactuals(
         masked = dataset.mask_object(
             part, slots, blur_radius=settings.mask_blur, grow=settings.mask_grow
         )
-        cf_image[start : start + len(slots)] = np.asarray(masked["image"]).astype(cf_image.dtype)
+        # The dataset renders on [0, 1]; stored images are on its pixel grid (uint8).
+        cf_image[start : start + len(slots)] = quantize_image(dataset, masked["image"])
         for k in np.unique(slots):
             rows = np.flatnonzero(slots == k)
             words = dataset.entity({key: v[rows] for key, v in part.items()}, int(k))
