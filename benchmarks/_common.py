@@ -13,9 +13,9 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,3 +101,23 @@ def jax_machine_info(packages: Sequence[str], peer: dict[str, Any] | None) -> di
     if peer is not None:
         info["peer_versions"] = peer["versions"]
     return info
+
+
+class Failure(Exception):
+    """An expected failure of a benchmark: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are `Failure`s (one line, no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise Failure(message)
+
+
+def run_main(main: Callable[[], int], name: str) -> NoReturn:
+    """`sys.exit(main())`, with a `Failure` printed as one line `NAME: error: ...`, status 2."""
+    try:
+        sys.exit(main())
+    except Failure as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        sys.exit(2)

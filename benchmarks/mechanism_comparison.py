@@ -67,13 +67,21 @@ import os
 import re
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from _common import ROOT, fmt, jax_machine_info, print_columns, write_results
+from _common import (
+    ROOT,
+    Failure,
+    Parser,
+    fmt,
+    jax_machine_info,
+    print_columns,
+    run_main,
+    write_results,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "mechanism_comparison.json"
 DATASETS = ("pendulum", "morpho")
@@ -107,15 +115,6 @@ L1_GOAL = (
     "factual image's own"
 )
 RATE_GOAL = f"counterfactual images/s at {GOAL_STEPS} DDIM steps reported"
-
-
-class Failure(Exception):
-    """An expected failure: reported in one line, exit status 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise Failure(message)
 
 
 def experiment_config(dataset: str, mechanism: str, size: str) -> Any:
@@ -570,8 +569,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Failure as error:
-        print(f"mechanism_comparison: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, "mechanism_comparison")
