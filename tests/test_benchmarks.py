@@ -203,3 +203,64 @@ def test_mechanism_comparison_benchmark_trains_the_three_mechanisms_and_scores_i
     assert l1_goal["met"] == best
     assert rate_goal["met"] is False and rate_goal["value"]["ddim_steps"] == 1  # not 50
     assert output.with_suffix(".png").stat().st_size > 0
+
+
+def test_cf_captioning_benchmark_trains_baseline_te_nde_and_scores_goals_from_its_numbers(
+    tmp_path, uncached_env
+):
+    output = tmp_path / "cf_captioning.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "cf_captioning.py"), "--size", "tiny",
+               "--seeds", "0", "--steps", "4", "--ft-steps", "2", "--num", "8",
+               "--output", str(output)]  # fmt: skip
+    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    models = ["baseline", "+TE", "+NDE"]
+    (seed,) = result["seeds"].values()
+    assert list(seed) == models and list(result["summary"]) == models
+    assert result["fine_tuning"]["steps"] == 2
+    for model, row in seed.items():
+        assert row["train"]["steps"] == (4 if model == "baseline" else 2)
+        assert row["train"]["samples_per_s"] > 0 and row["decode"]["images_per_s"] > 0
+        assert row["decode"]["batch"] == 64
+        for kind in ("factual", "masked", "removed"):
+            assert 0 <= row[kind]["chair_i"] <= 1 and 0 <= row[kind]["chair_s"] <= 1
+            assert row[kind]["captions"] == 8
+            assert len(row["examples"][kind]) == 4
+        for name in ("cider_d", "bleu4", "recall", "precision"):
+            assert math.isfinite(row["factual"][name]) and row["factual"][name] >= 0
+        # One seed: the summary's mean is that seed's number, its std 0.
+        summary = result["summary"][model]["masked/chair_i"]
+        assert summary == {"mean": row["masked"]["chair_i"], "std": 0.0}
+    assert all(set(g) == {"goal", "value", "met"} for g in result["goals"])
+    chair_goal, quality_goal, rate_goal = result["goals"]
+    base = seed["baseline"]
+    met = True
+    for model in ("+TE", "+NDE"):
+        for kind in ("masked", "removed"):
+            stored = chair_goal["value"][model][kind]
+            assert stored["baseline"] == base[kind]["chair_i"]
+            assert stored["model"] == seed[model][kind]["chair_i"]
+            ok = stored["baseline"] > 0 and stored["model"] <= 0.5 * stored["baseline"]
+            met = met and ok
+    assert chair_goal["met"] == met
+    met = True
+    for model in ("+TE", "+NDE"):
+        for name, key in (("cider_d_points", "cider_d"), ("recall_points", "recall")):
+            stored = quality_goal["value"][model][name]
+            assert math.isclose(stored["baseline"], 100 * base["factual"][key])
+            assert math.isclose(stored["model"], 100 * seed[model]["factual"][key])
+            met = met and stored["model"] >= stored["baseline"] - 1
+    assert quality_goal["met"] == met
+    assert rate_goal["met"] is True and rate_goal["value"]["batch"] == 64
+    assert output.with_suffix(".png").stat().st_size > 0
+
+
+def test_cf_captioning_benchmark_refuses_bad_input_in_one_line(uncached_env):
+    command = [sys.executable, str(ROOT / "benchmarks" / "cf_captioning.py"), "--seeds", "0,x"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=uncached_env)
+    assert done.returncode == 2
+    expected = "cf_captioning: error: --seeds: expected comma-separated integers, got '0,x'"
+    assert done.stderr.strip() == expected

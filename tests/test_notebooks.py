@@ -25,6 +25,10 @@ SMALL = {
         "import tempfile\npreset = 'morpho_tiny'\nnum_steps = 4\nnum_examples = 4\n"
         "workdir = tempfile.mkdtemp()\n"
     ),
+    "06_counterfactual_captioning.py": (
+        "import tempfile\npreset = 'tiny'\nnum_steps = 4\nft_steps = 2\nnum_eval = 8\nbeam = 2\n"
+        "workdir = tempfile.mkdtemp()\n"
+    ),
     "03_deconfounding.py": (
         "import tempfile\nnum_steps = 30\ntrain_size = 256\ntest_size = 64\nseed = 0\n"
         "workdir = tempfile.mkdtemp()\n"
@@ -78,3 +82,17 @@ def test_notebook_runs(name):
             errors = re.findall(rf"{abduction}, strength (\S+): L1 to the truth (\S+)", text)
             assert [s for s, _ in errors] == ["0.25", "0.5", "1"]
             assert all(0 < float(e) < 255 for _, e in errors)
+    if name == "06_counterfactual_captioning.py":
+        assert "trained the baseline 4 steps" in text and "fine-tuned with TE 2 steps" in text
+        found = re.search(r"naming a star: (\d+) of 32; of those, (\d+)% also name", text)
+        assert found and int(found[1]) > 0 and 0 <= int(found[2]) <= 100
+        for model in ("baseline", "+TE"):
+            found = re.search(
+                rf"{re.escape(model)}: CIDEr-D (\S+); CHAIR_i factual (\S+)%, masked (\S+)%, "
+                r"removed (\S+)%",
+                text,
+            )
+            assert found, model
+            assert all(0 <= float(v) <= 100 for v in found.groups()[1:])
+        assert re.search(r"masked, star hidden, triangle visible: star still named in \d+ of", text)
+        assert re.search(r"\+TE: CIDEr-D +\S+ \| CHAIR_i masked +\S+% removed", text)
