@@ -11,8 +11,10 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -121,3 +123,40 @@ def run_main(main: Callable[[], int], name: str) -> NoReturn:
     except Failure as error:
         print(f"{name}: error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def require_positive(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, options: Sequence[str]
+) -> None:
+    """`parser.error` (one line) for the first of `options` (attribute names) below 1."""
+    for option in options:
+        if getattr(args, option) < 1:
+            parser.error(
+                f"--{option.replace('_', '-')}: expected >= 1, got {getattr(args, option)}"
+            )
+
+
+def timed_training(config: Any, workdir: Path) -> dict[str, Any]:
+    """Train `config` into `workdir` (`train_and_evaluate`) and its figures: wall seconds
+    (compilation included), and the median of the train lines' `steps_per_second` (the
+    first, which holds the compilation, left out when there are others) times the batch."""
+    from causalvision.train import read_metrics, train_and_evaluate
+
+    start = time.perf_counter()
+    train_and_evaluate(config, workdir)
+    seconds = time.perf_counter() - start
+    lines = read_metrics(workdir / "metrics.jsonl")
+    train_lines = lines.get("train", [])
+    rates = [line["steps_per_second"] for line in train_lines[1:] or train_lines]
+    steps_per_s = statistics.median(rates) if rates else None
+    batch = config.trainer.batch_size
+    return {
+        "train_seconds": seconds,
+        "steps": train_lines[-1]["step"] if train_lines else None,
+        "batch": batch,
+        "learning_rate": config.trainer.learning_rate,
+        "steps_per_s": steps_per_s,
+        "samples_per_s": steps_per_s and steps_per_s * batch,
+        "last_loss": train_lines[-1]["loss"] if train_lines else None,
+        "eval": lines["eval"][-1] if lines.get("eval") else None,
+    }

@@ -81,7 +81,9 @@ from _common import (
     fmt,
     jax_machine_info,
     print_columns,
+    require_positive,
     run_main,
+    timed_training,
     write_results,
 )
 
@@ -155,26 +157,6 @@ def run_config(args: argparse.Namespace, seed: int, model: str, baseline: Path |
         data=dataclasses.replace(data, size=args.train_size, seed=SEED_STRIDE * seed),
         model=settings,
     )
-
-
-def train(config: Any, workdir: Path) -> dict[str, Any]:
-    from causalvision.train import read_metrics, train_and_evaluate
-
-    start = time.perf_counter()
-    train_and_evaluate(config, workdir)
-    seconds = time.perf_counter() - start
-    lines = read_metrics(workdir / "metrics.jsonl").get("train", [])
-    rates = [line["steps_per_second"] for line in lines[1:] or lines]
-    steps_per_s = statistics.median(rates) if rates else None
-    return {
-        "train_seconds": seconds,
-        "steps": lines[-1]["step"] if lines else None,
-        "batch": config.trainer.batch_size,
-        "learning_rate": config.trainer.learning_rate,
-        "steps_per_s": steps_per_s,
-        "samples_per_s": steps_per_s and steps_per_s * config.trainer.batch_size,
-        "last_loss": lines[-1]["loss"] if lines else None,
-    }
 
 
 def held_out_scenes(config: Any, num: int, seed: int) -> dict[str, Any]:
@@ -315,7 +297,7 @@ def run_seed(seed: int, root: Path, args: argparse.Namespace) -> tuple[dict[str,
         config = run_config(args, seed, model, baseline)
         steps = config.trainer.num_steps
         print(f"{tag} training {steps} steps at batch {config.trainer.batch_size} ...", flush=True)
-        row: dict[str, Any] = {"train": train(config, workdir)}
+        row: dict[str, Any] = {"train": timed_training(config, workdir)}
         print(f"{tag} trained in {row['train']['train_seconds']:.1f} s, "
               f"{fmt(row['train']['samples_per_s'], '.1f')} samples/s", flush=True)  # fmt: skip
         _, result = load_run(workdir)
@@ -483,11 +465,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.train_size = preset.data.size
     if args.batch is None:
         args.batch = preset.trainer.batch_size
-    for option in ("steps", "ft_steps", "train_size", "batch", "num", "beam", "decode_batch"):
-        if getattr(args, option) < 1:
-            parser.error(
-                f"--{option.replace('_', '-')}: expected >= 1, got {getattr(args, option)}"
-            )
+    require_positive(
+        parser, args, ("steps", "ft_steps", "train_size", "batch", "num", "beam", "decode_batch")
+    )
     if args.batch > args.train_size:
         parser.error(f"--batch {args.batch} is larger than --train-size {args.train_size}")
     if args.workdir is not None:

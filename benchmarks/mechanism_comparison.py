@@ -79,7 +79,9 @@ from _common import (
     fmt,
     jax_machine_info,
     print_columns,
+    require_positive,
     run_main,
+    timed_training,
     write_results,
 )
 
@@ -164,26 +166,6 @@ def preset_name(dataset: str, mechanism: str, size: str) -> str:
     if (dataset, mechanism) in PRESETS:
         return PRESETS[(dataset, mechanism)].format(size=size)
     return f"{VAE_PRESET.format(size=size)} on the {dataset} data"
-
-
-def train(config: Any, workdir: Path) -> dict[str, Any]:
-    from causalvision.train import read_metrics, train_and_evaluate
-
-    start = time.perf_counter()
-    train_and_evaluate(config, workdir)
-    seconds = time.perf_counter() - start
-    lines = read_metrics(workdir / "metrics.jsonl")
-    train_lines = lines.get("train", [])
-    rates = [line["steps_per_second"] for line in train_lines[1:] or train_lines]
-    steps_per_s = statistics.median(rates) if rates else None
-    return {
-        "train_seconds": seconds,
-        "steps": train_lines[-1]["step"] if train_lines else None,
-        "steps_per_s": steps_per_s,
-        "samples_per_s": steps_per_s and steps_per_s * config.trainer.batch_size,
-        "last_loss": train_lines[-1]["loss"] if train_lines else None,
-        "eval": lines["eval"][-1] if lines.get("eval") else None,
-    }
 
 
 def focus_do(dataset: Any, name: str) -> dict[str, float]:
@@ -328,7 +310,10 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> tuple[dict, 
     oracle_config = dataclasses.replace(
         oracle_config, trainer=dataclasses.replace(oracle_config.trainer, progress=False)
     )
-    oracle = {"preset": preset_name(name, "oracle", args.size), **train(oracle_config, oracle_dir)}
+    oracle = {
+        "preset": preset_name(name, "oracle", args.size),
+        **timed_training(oracle_config, oracle_dir),
+    }
     held_out = {k: round(v, 3) for k, v in (oracle["eval"] or {}).items() if k != "step"}
     print(f"[{name}] oracle: trained in {oracle['train_seconds']:.1f} s; its errors on "
           f"held-out images {held_out}", flush=True)  # fmt: skip
@@ -343,7 +328,7 @@ def run_dataset(name: str, root: Path, args: argparse.Namespace) -> tuple[dict, 
         config = with_budget(experiment_config(name, mechanism, args.size), args)
         print(f"{tag} training {args.steps} steps at batch {args.batch} ...", flush=True)
         row: dict[str, Any] = {"preset": preset_name(name, mechanism, args.size)}
-        row.update(train(config, workdir))
+        row.update(timed_training(config, workdir))
         print(f"{tag} trained in {row['train_seconds']:.1f} s, "
               f"{fmt(row['samples_per_s'], '.1f')} samples/s", flush=True)  # fmt: skip
         print(f"{tag} timing counterfactuals at batch {args.cf_batch} ...", flush=True)
@@ -506,11 +491,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.datasets = names
     if args.train_size is None:
         args.train_size = 8192 if args.size == "demo" else 128
-    for option in ("steps", "batch", "train_size", "num", "cf_batch", "cf_steps"):
-        if getattr(args, option) < 1:
-            parser.error(
-                f"--{option.replace('_', '-')}: expected >= 1, got {getattr(args, option)}"
-            )
+    require_positive(parser, args, ("steps", "batch", "train_size", "num", "cf_batch", "cf_steps"))
     if args.batch > args.train_size:
         parser.error(f"--batch {args.batch} is larger than --train-size {args.train_size}")
     if args.workdir is not None:
