@@ -16,7 +16,7 @@ from causalvision.losses import entity_mask
 from causalvision.train import load_config, load_run
 from causalvision.train.config import complete_config
 from causalvision.train.data import dataset_sources
-from causalvision.train.tasks import build_model
+from causalvision.train.tasks import build_model, build_task
 from causalvision.train.tasks.captioning import (
     CaptioningSettings,
     _counterfactuals,
@@ -108,11 +108,28 @@ def test_fine_tuning_starts_from_the_initial_runs_weights(baseline):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("beam", [1, 3])
+def test_counterfactual_captions_are_the_initial_models_beam_search(baseline, beam):
+    overrides = ["model.effect=total", f"model.init_from={baseline}", f"model.cf_beam={beam}"]
+    config = complete_config(load_config(f"{EXPERIMENT}:tiny", overrides))
+    rows = build_task(config).train_source.arrays
+    _, initial = load_run(baseline)
+    model = initial.ema_model if initial.ema_model is not None else initial.model
+    images = jax.numpy.asarray(rows["cf_image"][:16], jax.numpy.float32)
+    expected = model.greedy(images)[0] if beam == 1 else model.beam_search(images, beam)[0]
+    np.testing.assert_array_equal(rows["cf_tokens"][:16], expected)
+    np.testing.assert_array_equal(
+        rows["cf_token_mask"][:16], real_tokens(np.asarray(expected), eos_id=2, pad_id=0)
+    )
+
+
 def test_bad_settings_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"model\.effect"):
         CaptioningSettings(effect="indirect")
     with pytest.raises(ValueError, match=r"model\.alpha"):
         CaptioningSettings(alpha=1.5)
+    with pytest.raises(ValueError, match=r"model\.cf_beam"):
+        CaptioningSettings(cf_beam=0)
     run = str(tmp_path / "run")
     assert cli_main(["train", f"{EXPERIMENT}:tiny", "--workdir", run, "--set",
                      "model.effect=total"]) == 2  # fmt: skip

@@ -9,7 +9,8 @@ k)` (the image with object k hidden). The model is `causalvision.nn.Captioner`.
 - `effect="total"` / `"direct"`: fine-tunes the captioner of the run `init_from` with
   α·L_LM + (1 − α)·L_TE (or L_NDE). For every training example one visible object k is
   drawn (seeded by `data.seed`); I* is the image with k masked, S* the initial model's
-  greedy caption of I*, and the entity is k's words in the true caption. Both are computed
+  caption of I* by beam search (`cf_beam` beams, See-or-Guess's 5; 1 is greedy), and the
+  entity is k's words in the true caption. Both are computed
   once, before training, by the initial model: See-or-Guess's S* comes from the model being
   fine-tuned at its start, not from the truth.
 """
@@ -59,6 +60,7 @@ class CaptioningSettings:
       init_from: workdir of the `captioning` run to fine-tune; needed for an effect.
       mask_blur: the masked image's blur (standard deviation, pixels).
       mask_grow: the blurred border's width beyond the box (pixels).
+      cf_beam: beams of the search that writes S* (See-or-Guess: 5; 1 is greedy decoding).
     """
 
     captioner: Any = None
@@ -67,6 +69,7 @@ class CaptioningSettings:
     init_from: str | None = None
     mask_blur: float = 5.0
     mask_grow: int = 3
+    cf_beam: int = 5
 
     def __post_init__(self):
         values = {} if self.captioner is None else self.captioner
@@ -77,6 +80,7 @@ class CaptioningSettings:
         check_real(self.alpha, "model.alpha", 0.0, 1.0)
         check_real(self.mask_blur, "model.mask_blur", 0.0)
         check_int(self.mask_grow, "model.mask_grow", 0)
+        check_int(self.cf_beam, "model.cf_beam", 1)
 
 
 def _check_init_from(settings: CaptioningSettings) -> None:
@@ -159,9 +163,15 @@ def _counterfactuals(
     return {"cf_image": cf_image, "entity_ids": entity_ids}
 
 
-def _greedy_captions(model: Captioner, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The model's greedy captions of `images`: tokens and real-token mask `(N, L)`."""
-    decode = nnx.jit(lambda m, x: m.greedy(x)[0])
+def decode_captions(
+    model: Captioner, images: np.ndarray, beam: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's captions of `images` by beam search with `beam` beams (1: greedy):
+    tokens and real-token mask `(N, L)`."""
+    if beam == 1:
+        decode = nnx.jit(lambda m, x: m.greedy(x)[0])
+    else:
+        decode = nnx.jit(lambda m, x: m.beam_search(x, beam)[0])
     parts = [
         np.asarray(decode(model, jnp.asarray(images[s : s + CHUNK])))
         for s in range(0, len(images), CHUNK)
@@ -221,8 +231,8 @@ def build(config: Config) -> Task:
         initial = _initial_captioner(settings.init_from)
         for examples, seed in ((train, config.data.seed), (evaluation, config.data.seed + 1)):
             examples.update(_counterfactuals(dataset, examples, settings, seed))
-            examples["cf_tokens"], examples["cf_token_mask"] = _greedy_captions(
-                initial, examples["cf_image"]
+            examples["cf_tokens"], examples["cf_token_mask"] = decode_captions(
+                initial, examples["cf_image"], settings.cf_beam
             )
         keys = CAPTION_KEYS + EFFECT_KEYS
     effect_loss = {"total": _total_effect, "direct": _direct_effect}.get(settings.effect)
