@@ -196,6 +196,10 @@ def test_info_nce_is_the_mean_of_row_and_column_cross_entropies():
     rows = -np.mean(np.log([_softmax(s / tau)[i][two[i]].sum() for i in range(3)]))
     cols = -np.mean(np.log([_softmax(s.T / tau)[j][two[:, j]].sum() for j in range(3)]))
     np.testing.assert_allclose(info_nce(s, tau, matches=two), (rows + cols) / 2, rtol=1e-5)
+    # Under jit with traced matches (a batch's pairs drawn per step): the same value.
+    jitted = jax.jit(lambda x, m: info_nce(x, tau, matches=m))
+    np.testing.assert_allclose(jitted(jnp.asarray(s, jnp.float32), two), (rows + cols) / 2,
+                               rtol=1e-5)  # fmt: skip
 
 
 def _confounded_pairs(seed, n=48, groups=3):

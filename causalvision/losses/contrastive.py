@@ -49,17 +49,21 @@ def info_nce(similarity: Any, temperature: float = 0.07, matches: Any = None) ->
             )
         positives = jnp.eye(shape[0], dtype=jnp.float32)
     else:
-        if tuple(np.shape(matches)) != shape or np.asarray(matches).dtype != np.bool_:
+        dtype = matches.dtype if hasattr(matches, "dtype") else np.asarray(matches).dtype
+        if tuple(np.shape(matches)) != shape or dtype != np.bool_:
             raise ValueError(
                 f"matches: expected a boolean array of shape {shape} (the similarity's), got "
-                f"shape {tuple(np.shape(matches))} of {np.asarray(matches).dtype}"
+                f"shape {tuple(np.shape(matches))} of {dtype}"
             )
-        array = np.asarray(matches)
-        for axis, what in ((1, "image (row)"), (0, "text (column)")):
-            empty = np.flatnonzero(~array.any(axis=axis))
-            if empty.size:
-                raise ValueError(f"matches: {what} {empty.tolist()[:5]} has no match")
-        positives = jnp.asarray(array, jnp.float32)
+        # Concrete matches are checked for rows and columns without a match; traced ones
+        # (inside jit) cannot be, and such a row or column makes the loss +inf.
+        if not isinstance(matches, jax.core.Tracer):
+            array = np.asarray(matches)
+            for axis, what in ((1, "image (row)"), (0, "text (column)")):
+                empty = np.flatnonzero(~array.any(axis=axis))
+                if empty.size:
+                    raise ValueError(f"matches: {what} {empty.tolist()[:5]} has no match")
+        positives = jnp.asarray(matches, jnp.float32)
     logits = jnp.asarray(similarity, jnp.float32) / temperature
     i2t = jax.nn.logsumexp(logits, axis=1, b=positives) - jax.nn.logsumexp(logits, axis=1)
     t2i = jax.nn.logsumexp(logits, axis=0, b=positives) - jax.nn.logsumexp(logits, axis=0)
