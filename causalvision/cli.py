@@ -5,6 +5,10 @@
   causalvision counterfactual --workdir DIR --do NODE=VALUE[,NODE=VALUE] [--n 16] [--out F]
   causalvision evaluate --workdir DIR [--oracle ORACLE_RUN] [--n 256] [--out DIR]
       [--coordinator-address HOST:PORT --num-processes N --process-id K]
+  causalvision audit --scm RUN --classifier SPEC --do NODE=VALUE [--do ...] --out DIR
+      [--num 64] [--seed 0] [--bootstrap 1000] [--patch 4] [--curve NODE=V1:V2:STEPS ...]
+      [--attribute NAME] [--no-exact]
+  causalvision report RUN [--out FILE]
 
 Heavy imports happen inside each sub-command so `causalvision --help` is instant.
 
@@ -21,6 +25,7 @@ import os
 import pathlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _data_build(args: argparse.Namespace) -> int:
@@ -90,6 +95,167 @@ def _evaluate(args: argparse.Namespace) -> int:
     if current:
         _print_block(current[0], block)
     print(f"wrote {out}/metrics.json")
+    return 0
+
+
+def _load_callable(spec: str) -> Any:
+    """`path/to/file.py:function` or `package.module:function` -> the callable it names."""
+    import importlib
+    import importlib.util
+
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise ValueError(
+            f"--classifier: expected a run directory, FILE.py:FUNCTION or MODULE:FUNCTION, "
+            f"got {spec!r}"
+        )
+    try:
+        if where.endswith(".py") or pathlib.Path(where).is_file():
+            path = pathlib.Path(where)
+            if not path.is_file():
+                raise ValueError(f"no file {where!r}")
+            module_spec = importlib.util.spec_from_file_location(f"_classifier_{path.stem}", path)
+            if module_spec is None or module_spec.loader is None:
+                raise ValueError(f"cannot load {where!r} as Python")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+        target = module
+        for part in name.split("."):
+            target = getattr(target, part)
+    except Exception as error:  # the user's code: any failure to load it is bad input
+        raise ValueError(
+            f"--classifier: cannot load {spec!r} ({type(error).__name__}: {error})"
+        ) from error
+    if not callable(target):
+        raise ValueError(f"--classifier: {spec!r} is a {type(target).__name__}, not a callable")
+    return target
+
+
+def _parse_curve(text: str, dataset: Any) -> tuple[str, list[float]]:
+    """ "NODE=V1:V2:STEPS" -> (node, STEPS evenly spaced values from V1 to V2)."""
+    import numpy as np
+
+    from causalvision.data import check_attributes
+
+    node, sep, span = text.partition("=")
+    node = node.strip()
+    parts = span.split(":")
+    if not sep or node not in dataset.attributes or len(parts) != 3:
+        raise ValueError(
+            f"--curve: expected NODE=V1:V2:STEPS with NODE in {dataset.attributes}, got {text!r}"
+        )
+    try:
+        low, high, steps = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise ValueError(f"--curve: {text!r}: V1, V2 must be numbers, STEPS an integer") from None
+    if steps < 2:
+        raise ValueError(f"--curve: {text!r}: expected STEPS >= 2, got {steps}")
+    values = [float(v) for v in np.linspace(low, high, steps)]
+    for value in values:
+        check_attributes(dataset.attribute_specs, {node: value}, "--curve")
+    return node, values
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """Validates every input (run, interventions, curves, classifier and its output on two
+    held-out images) before the audit, then writes the report."""
+    import jax
+
+    from causalvision.audit import (
+        as_classifier,
+        audit_classifier,
+        effect_curve,
+        held_out_examples,
+        load_deep_scm,
+        parse_do,
+        write_report,
+    )
+    from causalvision.train.data import dataset_of
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    if args.num < 2:
+        raise ValueError(f"--num: expected at least 2 held-out units, got {args.num}")
+    if args.bootstrap < 1:
+        raise ValueError(f"--bootstrap: expected at least 1 resample, got {args.bootstrap}")
+    if args.patch < 0:
+        raise ValueError(f"--patch: expected a block size (0: no maps), got {args.patch}")
+    if not (pathlib.Path(args.scm) / "config.json").is_file():
+        raise ValueError(f"--scm: {args.scm!r} holds no training run (no config.json)")
+    say(f"loading the deep SCM run {args.scm}")
+    config, _, scm = load_deep_scm(args.scm)
+    dataset = dataset_of(config.data)
+    interventions = [parse_do(text, dataset) for text in args.do]
+    curves = [_parse_curve(text, dataset) for text in args.curve]
+    say(f"loading the classifier {args.classifier}")
+    if pathlib.Path(args.classifier).is_dir():
+        classifier = as_classifier(args.classifier, attribute=args.attribute)
+    else:
+        if args.attribute is not None:
+            raise ValueError("--attribute: names the class attribute of a run directory")
+        classifier = as_classifier(_load_callable(args.classifier))
+    examples = held_out_examples(config, args.num)
+    try:
+        classes = classifier(examples["image"][:2]).shape[1]
+    except ValueError:
+        raise  # as_classifier's checks of the output name what is wrong
+    except Exception as error:  # the user's code failing on valid images is bad input
+        raise ValueError(
+            f"--classifier: {args.classifier!r} failed on 2 held-out images "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    say(f"classifier checked: {classes} classes; auditing {args.num} held-out units")
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = jax.random.key(args.seed)
+    record = audit_classifier(
+        scm,
+        dataset,
+        examples,
+        classifier,
+        interventions,
+        key=key,
+        num_bootstrap=args.bootstrap,
+        exact=False if args.no_exact else None,
+        patch=args.patch or None,
+        progress=say,
+    )
+    curve_results = []
+    for index, (node, values) in enumerate(curves):
+        say(f"effect curve {index + 1}/{len(curves)}: do({node}) at {len(values)} values")
+        curve_results.append(
+            effect_curve(
+                scm,
+                dataset,
+                examples,
+                classifier,
+                node,
+                values,
+                # Indices past the interventions': the audit folds in 0 .. len - 1.
+                key=jax.random.fold_in(key, len(interventions) + index),
+                num_bootstrap=args.bootstrap,
+            )
+        )
+    say("writing the report")
+    write_report(
+        record,
+        out,
+        title=f"Audit of {args.classifier} on {args.scm}",
+        curves=curve_results,
+        dataset=dataset,
+    )
+    print(f"wrote {out / 'report.html'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from causalvision.audit.report import write_run_report
+
+    path = write_run_report(args.run_dir, args.out)
+    print(f"wrote {path}")
     return 0
 
 
@@ -177,6 +343,55 @@ def _parser() -> argparse.ArgumentParser:
         "interventions; default) or predict mean images",
     )
     evaluate.set_defaults(run=_evaluate)
+
+    audit = commands.add_parser(
+        "audit", help="audit an image classifier with a deep SCM's counterfactuals (HTML report)"
+    )
+    audit.add_argument("--scm", required=True, help="a deep_scm training run")
+    audit.add_argument(
+        "--classifier",
+        required=True,
+        metavar="SPEC",
+        help="an attribute_predictor run directory, or FILE.py:FUNCTION / MODULE:FUNCTION "
+        "naming a callable from images (N, H, W, C) float32 in [0, 255] to probabilities (N, K)",
+    )
+    audit.add_argument(
+        "--do",
+        action="append",
+        required=True,
+        metavar="NODE=VALUE[,NODE=VALUE]",
+        help="an intervention (comma-join for a joint one); repeatable",
+    )
+    audit.add_argument("--out", required=True, help="directory for report.html, .json, PNGs")
+    audit.add_argument("--num", type=int, default=64, help="held-out units")
+    audit.add_argument("--seed", type=int, default=0, help="key of the bootstrap")
+    audit.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    audit.add_argument(
+        "--patch", type=int, default=4, help="effect-map block size in pixels (0: no maps)"
+    )
+    audit.add_argument(
+        "--curve",
+        action="append",
+        default=[],
+        metavar="NODE=V1:V2:STEPS",
+        help="an effect curve over STEPS values from V1 to V2; repeatable",
+    )
+    audit.add_argument("--attribute", default=None, help="the class attribute of a run's head")
+    audit.add_argument(
+        "--no-exact",
+        action="store_true",
+        help="skip the generator's exact counterfactuals (and the generator error)",
+    )
+    audit.set_defaults(run=_audit)
+
+    report = commands.add_parser(
+        "report", help="one self-contained HTML page of an evaluated run (metrics and grids)"
+    )
+    report.add_argument(
+        "run_dir", metavar="RUN", help="an evaluation output directory (with metrics.json)"
+    )
+    report.add_argument("--out", default=None, help="the page (default: RUN/report.html)")
+    report.set_defaults(run=_report)
     return parser
 
 

@@ -26,6 +26,7 @@ from causalvision.audit.counterfactuals import (
 from causalvision.audit.evaluators import Grids, typical_interventions
 from causalvision.audit.grids import counterfactual_grid
 from causalvision.audit.objects import ModelSubject, ObjectDiscovery, segmentation_colours
+from causalvision.audit.report import write_report, write_run_report
 
 __all__ = [
     "ClassifierFn",
@@ -52,4 +53,6 @@ __all__ = [
     "segmentation_colours",
     "true_counterfactual",
     "typical_interventions",
+    "write_report",
+    "write_run_report",
 ]
