@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 
 # The main job: train a deep SCM of Morpho digits on CPU (a pseudo-oracle, then the SCM with
 # a conditional VAE as its image mechanism), then write counterfactual grids (model vs exact
-# ground truth), training curves and metrics.json to runs/demo/. A model trained for minutes
+# ground truth), training curves, metrics.json and report.html (all of it on one
+# self-contained page) to runs/demo/. A model trained for minutes
 # reconstructs loosely, so its counterfactuals use mean images rather than carrying the
 # factual pixel residual over. docs/deep_scm.md shows how the demo's settings were chosen.
 DEMO := runs/demo
@@ -26,6 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/causalvision evaluate --workdir $(DEMO)/deep_scm --oracle $(DEMO)/oracle --out $(DEMO) \
 		--pixel-noise mean
 	cp $(DEMO)/deep_scm/curves.png $(DEMO)/training_curves.png
+	$(VENV)/bin/causalvision report $(DEMO)  # runs/demo/report.html: grids and metrics, one page
 
 tutorial: $(STAMP)
 	$(PY) notebooks/01_compose_an_scm.py
