@@ -183,7 +183,9 @@ def test_identify_none() -> None:
     result = g.identify("X", "Y")
     assert result.strategy == "none"
     assert result.adjustment_set == fs()
-    assert str(result) == "P(Y | do(X)) is not identified by back-door or front-door adjustment"
+    assert str(result).startswith(
+        "P(Y | do(X)) is not identified by back-door or front-door adjustment, nor by ID: hedge"
+    )
 
 
 def test_latent_nodes_never_adjusted_for() -> None:
@@ -551,5 +553,5 @@ def test_minimal_frontdoor_sets_match_brute_force(data: st.DataObject) -> None:
         assert result.strategy == "backdoor"
     elif found:
         assert (result.strategy, result.adjustment_set) == ("frontdoor", _ranked(found)[0])
-    else:
-        assert result.strategy == "none"
+    else:  # ID (tests/test_id_algorithm.py) may still identify it
+        assert result.strategy in ("id", "none")

@@ -25,6 +25,10 @@ Algorithms
   costs; see `_cuts.minimum_cut`). `identify` uses it, so it stays polynomial on graphs whose
   minimal sets are exponentially many.
 
+* `identify` falls back, where no adjustment set exists, to Shpitser & Pearl's (2006) ID
+  algorithm, and answers conditional queries with their IDC, both on the latent projection
+  (see `id_algorithm`); estimands are expression trees (`expression`) that evaluate exactly.
+
 Every listing is a lazy iterator in the enumeration's own (deterministic) order: a caller takes
 what it needs (``next``, ``itertools.islice``) and stops.
 """
@@ -32,16 +36,25 @@ what it needs (``next``, ``itertools.islice``) and stops.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import networkx as nx
 
 from causalvision.graph._cuts import minimal_cuts, minimum_cut
+from causalvision.graph.id_algorithm import (
+    LatentProjection,
+    NotIdentifiable,
+    id_estimand,
+    idc_estimand,
+)
 from causalvision.graph.identification import (
     Identification,
     backdoor_estimand,
+    backdoor_expression,
     frontdoor_estimand,
+    frontdoor_expression,
     not_identified,
+    query_text,
 )
 
 Nodes = str | Iterable[str]
@@ -136,6 +149,7 @@ class CausalGraph:
         self._nodes = tuple(nx.lexicographical_topological_sort(graph))
         rank = {n: i for i, n in enumerate(self._nodes)}
         self._edges = tuple(sorted(graph.edges, key=lambda e: (rank[e[0]], rank[e[1]])))
+        self._projection: LatentProjection | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -390,18 +404,66 @@ class CausalGraph:
         return minimum_cut({x}, {y}, g.successors, set(g) - valid, key=str)
 
     # ---------------------------------------------------------- identification
-    def identify(self, treatment: Nodes, outcome: Nodes) -> Identification:
-        """Identify ``P(outcome | do(treatment))`` by back-door adjustment (the smallest set,
-        ties by sorted names), else by front-door adjustment (single treatment and outcome; the
-        smallest set likewise), else report ``strategy="none"``. Polynomial time: no listing."""
+    def latent_projection(self) -> LatentProjection:
+        """The latent projection: observed nodes, ``a -> b`` where a directed path runs from
+        ``a`` to ``b`` through latent nodes only, ``a <-> b`` where a latent node reaches both
+        by directed paths through latent nodes only."""
+        if self._projection is None:
+            self._projection = LatentProjection.of(self._graph, self._nodes, self._latent)
+        return self._projection
+
+    def c_components(self) -> list[frozenset[str]]:
+        """The c-components of the latent projection (observed nodes joined by bidirected
+        edges), ordered by their first node in `nodes`."""
+        return self.latent_projection().c_components()
+
+    def identify(
+        self,
+        treatment: Nodes,
+        outcome: Nodes,
+        given: Nodes | None = None,
+        *,
+        method: Literal["auto", "id"] = "auto",
+    ) -> Identification:
+        """Identify ``P(outcome | do(treatment))``, or ``P(outcome | do(treatment), given)``.
+
+        Without ``given``: back-door adjustment (the smallest set, ties by sorted names), else
+        front-door adjustment (single treatment and outcome; the smallest set likewise), else
+        Shpitser & Pearl's ID algorithm (strategy "id"), which is complete: if it fails the
+        result has strategy "none" and a `Hedge`. With ``given``: IDC (strategy "idc"), also
+        complete. ``method="id"`` skips the adjustment criteria. The `Identification` carries
+        the estimand as text and as an expression tree (`Identification.evaluate`).
+        """
+        if method not in ("auto", "id"):
+            raise ValueError(f"method: expected 'auto' or 'id', got {method!r}")
         x, y, _ = self._query(treatment, outcome)
-        if (zs := self.smallest_backdoor_set(x, y)) is not None:
-            return Identification("backdoor", zs, backdoor_estimand(x, y, zs))
-        if len(x) == 1 and len(y) == 1:
-            (tx,), (ty,) = x, y
-            if (ms := self.smallest_frontdoor_set(tx, ty)) is not None:
-                return Identification("frontdoor", ms, frontdoor_estimand(tx, ty, ms))
-        return Identification("none", frozenset(), not_identified(x, y))
+        z = frozenset() if given is None else self._names(given, "given", empty=True)
+        if lat := z & self._latent:
+            raise ValueError(f"given: latent node(s) {', '.join(sorted(lat))}")
+        if both := z & (x | y):
+            raise ValueError(f"given overlaps treatment/outcome: {', '.join(sorted(both))}")
+        axes = {"treatment": tuple(sorted(x)), "outcome": tuple(sorted(y))}
+        if not z and method == "auto":
+            if (zs := self.smallest_backdoor_set(x, y)) is not None:
+                expr = backdoor_expression(x, y, zs)
+                return Identification("backdoor", zs, backdoor_estimand(x, y, zs), expr, **axes)
+            if len(x) == 1 and len(y) == 1:
+                (tx,), (ty,) = x, y
+                if (ms := self.smallest_frontdoor_set(tx, ty)) is not None:
+                    expr = frontdoor_expression(tx, ty, ms)
+                    text = frontdoor_estimand(tx, ty, ms)
+                    return Identification("frontdoor", ms, text, expr, **axes)
+        g = self.latent_projection()
+        try:
+            expr = idc_estimand(g, x, y, z) if z else id_estimand(g, x, y)
+        except NotIdentifiable as failure:
+            text = not_identified(x, y, failure.hedge, z)
+            return Identification(
+                "none", frozenset(), text, None, failure.hedge, **axes, given=tuple(sorted(z))
+            )
+        text = f"{query_text(x, y, z)} = {expr.format(x | y | z)}"
+        strategy: Literal["id", "idc"] = "idc" if z else "id"
+        return Identification(strategy, frozenset(), text, expr, **axes, given=tuple(sorted(z)))
 
 
 def _ancestral(g: nx.DiGraph, nodes: Iterable[str]) -> set[str]:

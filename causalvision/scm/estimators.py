@@ -940,7 +940,8 @@ def _resolve(
     method: str,
     adjustment_set: Iterable[str] | None,
 ) -> tuple[str, list[str]]:
-    """The strategy ("backdoor" / "frontdoor") and the set to use, checked against the graph."""
+    """The strategy ("backdoor" / "frontdoor", or "id" for ``method="auto"`` when only the ID
+    algorithm identifies the effect) and the set to use, checked against the graph."""
     if not isinstance(graph, CausalGraph):  # e.g. data and graph swapped
         raise TypeError(
             f"graph: expected a CausalGraph (e.g. scm.graph), got {type(graph).__name__}"
@@ -1007,6 +1008,70 @@ def _resolve(
     return identification.strategy, sorted(identification.adjustment_set)
 
 
+def _id_means(
+    data: Mapping[str, Any],
+    graph: CausalGraph,
+    treatment: str,
+    outcome: str,
+    values: Sequence[Any],
+    *,
+    discrete: bool | None,
+    num_bootstrap: int,
+    key: jax.Array,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``E[outcome | do(treatment = v)]`` for each v by plug-in counts in the ID estimand
+    (`CausalGraph.identify`'s strategy "id"), and ``num_bootstrap`` replicates (resampled
+    units; a replicate whose formula is undefined reuses the full-data value)."""
+    identification = graph.identify(treatment, outcome)
+    expression = identification.expression
+    assert expression is not None  # "id" always carries one
+    needed = sorted(expression.nodes() | {treatment, outcome})
+    arrays, size = _columns(data, needed)
+    if discrete is False or not all(_is_discrete_dtype(arrays[n].dtype) for n in needed):
+        raise ValueError(
+            f"the effect of {treatment!r} on {outcome!r} is identified only by the ID algorithm "
+            f"({identification.estimand}); it is evaluated by plug-in counts and needs discrete "
+            f"(integer or bool) columns {needed}"
+        )
+    _check_size(size, _MIN_UNITS, f"E[{outcome} | do({treatment})]")
+    columns = {n: np.asarray(arrays[n]).astype(np.int64) for n in needed}
+    if min(int(c.min()) for c in columns.values()) < 0:
+        raise ValueError(f"data: the ID estimand needs non-negative integer columns {needed}")
+    _check_varies(columns[treatment], treatment, values)
+    indices = []
+    for v in values:
+        if float(v) != int(v) or int(v) < 0:
+            raise ValueError(f"value: expected a non-negative integer treatment value, got {v!r}")
+        if not (columns[treatment] == int(v)).any():
+            raise ValueError(
+                f"treatment value {treatment}={v!r} never occurs in data (positivity violated)"
+            )
+        indices.append(int(v))
+
+    def means(cols: Mapping[str, np.ndarray]) -> np.ndarray:
+        table = identification.evaluate(cols)  # axes (treatment, outcome), index = value
+        levels = np.arange(table.shape[1], dtype=float)
+        out = np.full(len(indices), np.nan)
+        for i, v in enumerate(indices):
+            if v < table.shape[0]:
+                out[i] = float(table[v] @ levels)
+        return out
+
+    point = means(columns)
+    if np.isnan(point).any():
+        raise ValueError(
+            f"the ID estimand of E[{outcome} | do({treatment})] divides by a zero empirical "
+            f"probability (positivity violated): {identification.estimand}"
+        )
+    rng = np.random.default_rng(int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max)))
+    replicates = np.empty((num_bootstrap, len(indices)))
+    for b in range(num_bootstrap):
+        rows = rng.integers(0, size, size)
+        rep = means({n: c[rows] for n, c in columns.items()})
+        replicates[b] = np.where(np.isnan(rep), point, rep)
+    return point, replicates
+
+
 def estimate_effect(
     data: Mapping[str, Any],
     graph: CausalGraph,
@@ -1024,7 +1089,9 @@ def estimate_effect(
 ) -> Estimate:
     """Average treatment effect ``E[Y | do(T = value)] - E[Y | do(T = baseline)]``.
 
-    ``method="auto"`` asks ``graph.identify`` (back-door if it finds a set, else front-door);
+    ``method="auto"`` asks ``graph.identify`` (back-door if it finds a set, else front-door, else
+    Shpitser & Pearl's ID algorithm: its estimand is evaluated by plug-in counts, discrete data
+    only, with a bootstrap over resampled units for the stderr);
     ``"backdoor"`` / ``"frontdoor"`` force one. An explicit ``adjustment_set`` must pass
     ``graph.is_backdoor_set`` / ``is_frontdoor_set`` (either, for "auto"). Raises ValueError if
     the effect is not identifiable. Both terms use the same bootstrap resamples, so the
@@ -1032,6 +1099,23 @@ def estimate_effect(
     present. Other arguments as `backdoor_adjustment`; returns a scalar ``Estimate``.
     """
     strategy, zs = _resolve(graph, treatment, outcome, method, adjustment_set)
+    if strategy == "id":
+        key = _check_options(regressor, num_bootstrap, key)
+        values = [_scalar(value, "value"), _scalar(baseline, "baseline")]
+        pt, reps = _id_means(
+            data,
+            graph,
+            treatment,
+            outcome,
+            values,
+            discrete=discrete,
+            num_bootstrap=num_bootstrap,
+            key=key,
+        )
+        dtype = _float_dtype()
+        return _estimate(
+            jnp.asarray(pt[0] - pt[1], dtype), jnp.asarray(reps[:, 0] - reps[:, 1], dtype)
+        )
     point, replicates = _interventional_means(
         data,
         treatment,
@@ -1062,7 +1146,8 @@ def interventional_distribution(
     """``P(outcome = y | do(treatment = value))`` for each observed y, exactly from counts.
 
     Discrete data only (integer or bool columns). The set comes from ``graph`` (as in
-    `estimate_effect`) or, without a graph, from ``adjustment_set``: a back-door set for
+    `estimate_effect`; where only the ID algorithm identifies the effect, its estimand is
+    evaluated by plug-in counts) or, without a graph, from ``adjustment_set``: a back-door set for
     ``method="auto"`` / ``"backdoor"``, the mediators for ``"frontdoor"``.
 
     Returns:
@@ -1082,6 +1167,30 @@ def interventional_distribution(
         strategy = "frontdoor" if method == "frontdoor" else "backdoor"
     _check_roles(treatment, outcome, zs, "adjustment_set")
     value = _scalar(value, "value")
+    if strategy == "id":  # graph is not None: only `_resolve` answers "id"
+        assert graph is not None
+        identification = graph.identify(treatment, outcome)
+        expression = identification.expression
+        assert expression is not None
+        needed = sorted(expression.nodes() | {treatment, outcome})
+        arrays, size = _columns(data, needed)
+        for name in needed:
+            if not _is_discrete_dtype(arrays[name].dtype):
+                raise ValueError(
+                    f"data[{name!r}]: interventional_distribution needs discrete (integer or "
+                    f"bool) columns, got dtype {arrays[name].dtype}"
+                )
+        _check_size(size, _MIN_UNITS, f"P({outcome} | do({treatment}))")
+        columns = {n: np.asarray(arrays[n]) for n in needed}
+        _check_varies(columns[treatment], treatment, [value])
+        table = identification.evaluate(columns)  # axes (treatment, outcome), index = value
+        if not 0 <= int(value) < table.shape[0] or np.isnan(table[int(value)]).any():
+            raise ValueError(
+                f"P({outcome} | do({treatment}={value!r})): the ID estimand is undefined on these "
+                f"data (positivity violated): {identification.estimand}"
+            )
+        levels = np.unique(columns[outcome]).tolist()
+        return {int(y): float(table[int(value), int(y)]) for y in levels}
     arrays, size = _columns(data, [treatment, outcome, *zs])
     for name in (treatment, outcome, *zs):
         if not _is_discrete_dtype(arrays[name].dtype):
