@@ -6,6 +6,8 @@ import importlib.util
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -28,7 +30,8 @@ from causalvision.train import load_config, train_and_evaluate
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-VAE = pathlib.Path(__file__).parent.parent / "experiments" / "morpho_vae.py"
+ROOT = pathlib.Path(__file__).parent.parent
+VAE = ROOT / "experiments" / "morpho_vae.py"
 DATASET = get_dataset("morpho_digits")
 INTERVENTIONS = [{"intensity": 200.0}, {"thickness": 4.0}, {"thickness": 1.5, "intensity": 90.0}]
 # A planted classifier: P(class 1) rises with the measured stroke intensity.
@@ -243,3 +246,33 @@ def test_run_report_shows_metrics_and_grids(audited, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"no metrics\.json"):
         write_run_report(tmp_path / "audit")
     assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_audit_speed_benchmark_audits_a_run_directory_classifier(tiny_run, tmp_path):
+    """The speed benchmark on the tiny runs: an attribute-predictor run as the classifier
+    (its digit head), read through `as_classifier`, checked against calling it directly."""
+    oracle = tmp_path / "oracle"
+    train_and_evaluate(load_config(f"{ROOT / 'experiments' / 'morpho_oracle.py'}:tiny"), oracle)
+    classifier = as_classifier(str(oracle), attribute="digit")
+    config, _, _ = load_deep_scm(tiny_run)
+    p = classifier(held_out_examples(config, 4)["image"])
+    assert p.shape == (4, 10)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    output = tmp_path / "speed.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "audit_speed.py"), "--scm",
+               str(tiny_run), "--classifier", str(oracle), "--num", "8", "--bootstrap", "10",
+               "--repeats", "1", "--patch", "16", "--output", str(output)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    for stage in ("counterfactuals", "audit", "effect map"):
+        row = result["timings"][stage]
+        assert row["units_per_s_warm"] == pytest.approx(8 / row["warm_s"])
+    (goal,) = result["goals"]
+    assert goal["met"] and goal["value"]["units_per_s_warm"] > 0
+    bad = [sys.executable, str(ROOT / "benchmarks" / "audit_speed.py"), "--scm", str(tmp_path)]
+    done = subprocess.run(bad, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"audit_speed: error: --scm: {tmp_path} holds no run (no config.json); run `make demo`"
+    )
