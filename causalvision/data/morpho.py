@@ -11,6 +11,16 @@ The image is a deterministic function of (digit, thickness, intensity, style), w
 example but not a node of the SCM. Abduction of ε is exact, so `MorphoDigits.counterfactual`
 re-renders the true counterfactual image of any intervention.
 
+`MorphoDigits(digit_intensity=δ)` with δ != 0 adds the edge digit -> intensity, a variant for
+classifier audits: intensity becomes a child of the label, so it carries label information a
+classifier can lean on (a shortcut that do(intensity) exposes):
+
+    intensity  i = 64 + 191 σ(2(t - 2.5) + δ s(d) + 0.5 ε),  s(d) = +1 if d >= 5 else -1
+
+The shift acts inside σ, so i stays in the support (64, 255) and abduction stays exact;
+P(i > 159.5 | d, t) = Φ(4(t - 2.5) + 2 δ s(d)). δ = 0 (the default) is the dataset above,
+bit for bit.
+
 Source: biomedia-mira/deepscm, `datasets/morphomnist/create_synth_thickness_intensity_data.py`
 (Pawlowski, Castro & Glocker, NeurIPS 2020); measurement after dccastro/Morpho-MNIST
 (Castro et al., JMLR 2019). What differs:
@@ -33,6 +43,7 @@ Source: biomedia-mira/deepscm, `datasets/morphomnist/create_synth_thickness_inte
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from functools import partial
 from typing import Any, ClassVar
@@ -54,7 +65,7 @@ from causalvision.scm import (
     lenient_promotion,
     mechanism_dataclass,
 )
-from causalvision.validation import check_int
+from causalvision.validation import check_int, check_real
 
 Array = jax.Array
 
@@ -85,6 +96,7 @@ RIDGE_DROP = 0.5  # a ridge pixel rises this far above a neighbour (upscaled pix
 RIDGE_VOTES = 2  # ... along at least this many of the 4 directions
 RIDGE_MIN = 1.5  # and is no boundary pixel (staircase corners are spurious maxima)
 MIN_CONTRAST = 1.0  # grey levels between an image's darkest and brightest pixel to measure it
+DIGIT_SPLIT = 5  # with digit_intensity != 0, digits >= this are shifted brighter, others darker
 
 # Stroke width (pixels) = WIDTH_SLOPE * t + WIDTH_BIAS, calibrated so that `measure` returns t
 # on average (the distance transform counts to background pixel centres, hence a bias).
@@ -148,12 +160,22 @@ _INTENSITY_INSIDE = (
 
 @mechanism_dataclass
 class LogisticIntensity(Mechanism):
-    """`i = 64 + 191 σ(2(t - 2.5) + 0.5 ε)`, `ε ~ N(0, 1)`; abduction inverts σ exactly."""
+    """`i = 64 + 191 σ(2(t - 2.5) + δ s(d) + 0.5 ε)`, `ε ~ N(0, 1)`; abduction inverts σ
+    exactly. With `digit_shift` δ = 0 the only parent is thickness; otherwise the digit d is a
+    second parent and s(d) = +1 for d >= 5, -1 below."""
+
+    _static_fields: ClassVar[tuple[str, ...]] = ("parents", "digit_shift")
 
     parents: tuple[str, ...] = ("thickness",)
+    digit_shift: float = 0.0
 
     def _mean(self, parents):
-        return 2.0 * (parents[self.parents[0]].astype(jnp.float32) - 2.5)
+        mean = 2.0 * (parents[self.parents[0]].astype(jnp.float32) - 2.5)
+        if self.digit_shift:  # static: the default mechanism's programs are unchanged
+            high = parents[self.parents[1]] >= DIGIT_SPLIT
+            shift = jnp.float32(self.digit_shift)
+            mean = mean + jnp.where(high, shift, -shift)
+        return mean
 
     def sample_noise(self, key, num_units):
         return jax.random.normal(key, (num_units,), dtype=jnp.float32)
@@ -315,7 +337,6 @@ class MorphoDigits:
     """
 
     name = "morpho_digits"
-    tfds_name = "morpho_digits"
     attribute_specs = ATTRIBUTE_SPECS
     attributes = ATTRIBUTES
     image_shape = (SIZE, SIZE, 1)
@@ -330,18 +351,39 @@ class MorphoDigits:
         "style": {"slant": (), "width": (), "offset": (2,), "jitter": (NUM_POINTS, 2)}
     }
 
-    def __init__(self):
+    def __init__(self, digit_intensity: float = 0.0):
+        """`digit_intensity` δ: the logit shift of intensity by digit (module docstring);
+        0 keeps Morpho-MNIST's SCM, any other finite value adds the edge digit -> intensity."""
+        self.digit_intensity = check_real(digit_intensity, "digit_intensity")
+        if self.digit_intensity:
+            # The edge is in the specs too, so deep SCMs and audits see the true graph.
+            intensity = dataclasses.replace(ATTRIBUTE_SPECS[2], parents=("thickness", "digit"))
+            self.attribute_specs = (*ATTRIBUTE_SPECS[:2], intensity)
+            mechanism = LogisticIntensity(("thickness", "digit"), self.digit_intensity)
+        else:
+            mechanism = LogisticIntensity()
         shift = AffineTransform(MIN_THICKNESS, 1.0, domain=constraints.positive)
         self.scm = SCM(
             {
                 "digit": Categorical([], [0.1] * 10),
                 "thickness": Root(dist.TransformedDistribution(dist.Gamma(10.0, 5.0), shift)),
-                "intensity": LogisticIntensity(),
+                "intensity": mechanism,
             }
         )
 
     def __repr__(self) -> str:
+        if self.digit_intensity:
+            return f"MorphoDigits(digit_intensity={self.digit_intensity!r})"
         return "MorphoDigits()"
+
+    @property
+    def tfds_name(self) -> str:
+        """`morpho_digits` for the default SCM, `morpho_digits/digit_intensity_<δ>` otherwise:
+        a cached build of one is never read as the other (only the default is built by
+        `causalvision data build`; the confounded variant is generated)."""
+        if self.digit_intensity:
+            return f"{self.name}/digit_intensity_{self.digit_intensity!r}"
+        return self.name
 
     # Style ----------------------------------------------------------------------------------
 

@@ -37,22 +37,34 @@ class PredictorSettings:
       standardise: how continuous targets are standardised: "specs" (the dataset's
         `Attribute.standardise`) or "data" (mean and spread of the first 4,096 training
         examples, what runs of causalvision 0.1 did).
+      targets: the attributes predicted (default: all), e.g. only the label for a
+        classifier, so no head is trained to read the other attributes.
     """
 
     widths: tuple[int, ...] = (32, 64, 128)
     hidden: int = 128
     standardise: str = "specs"
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.targets, str):  # a bare string would split into letters
+            raise ValueError(f"model.targets: expected a tuple of names, got {self.targets!r}")
+        object.__setattr__(self, "targets", tuple(self.targets))
         if self.standardise not in ("specs", "data"):
             raise ValueError(
                 f"model.standardise: expected 'specs' or 'data', got {self.standardise!r}"
             )
 
 
-def _heads(dataset: Dataset) -> tuple[dict[str, int], tuple[str, ...]]:
-    categorical = {s.name: s.num_classes for s in dataset.attribute_specs if s.categorical}
-    continuous = tuple(s.name for s in dataset.attribute_specs if not s.categorical)
+def _heads(dataset: Dataset, targets: Sequence[str] = ()) -> tuple[dict[str, int], tuple[str, ...]]:
+    unknown = sorted(set(targets) - set(dataset.attributes))
+    if unknown:
+        raise ValueError(
+            f"model.targets: {unknown} are not attributes of the dataset {dataset.attributes}"
+        )
+    specs = [s for s in dataset.attribute_specs if not targets or s.name in targets]
+    categorical = {s.name: s.num_classes for s in specs if s.categorical}
+    continuous = tuple(s.name for s in specs if not s.categorical)
     return categorical, continuous
 
 
@@ -67,7 +79,7 @@ def _data_statistics(source: Any, names: Sequence[str], limit: int = 4096) -> di
 
 
 def _standardisation(config: Config, dataset: Dataset, train_source: Any = None) -> dict:
-    _, continuous = _heads(dataset)
+    _, continuous = _heads(dataset, config.model.targets)
     if config.model.standardise == "specs":
         specs = {s.name: s for s in dataset.attribute_specs}
         return {name: specs[name].standardise for name in continuous}
@@ -78,8 +90,8 @@ def _standardisation(config: Config, dataset: Dataset, train_source: Any = None)
 
 def _builder(config: Config, standardise: dict) -> Any:
     dataset = dataset_of(config.data)
-    categorical, continuous = _heads(dataset)
     settings: PredictorSettings = config.model
+    categorical, continuous = _heads(dataset, settings.targets)
 
     def init_model(rngs: nnx.Rngs) -> AttributePredictor:
         return AttributePredictor(
@@ -107,7 +119,7 @@ def build(config: Config) -> Task:
     attribute's own units) per real one.
     """
     dataset = dataset_of(config.data)
-    categorical, continuous = _heads(dataset)
+    categorical, continuous = _heads(dataset, config.model.targets)
     keys = example_keys(dataset)
     train_source, eval_source = dataset_sources(config, keys)
     stats = _standardisation(config, dataset, train_source)
