@@ -222,6 +222,7 @@ def _audit(args: argparse.Namespace) -> int:
         exact=False if args.no_exact else None,
         patch=args.patch or None,
         progress=say,
+        show_progress=True,
     )
     curve_results = []
     for index, (node, values) in enumerate(curves):

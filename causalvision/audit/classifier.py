@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from causalvision.data import Dataset, check_attributes
 from causalvision.metrics import batched
@@ -288,6 +289,7 @@ def audit_classifier(
     top_k: int = 8,
     patch: int | None = None,
     progress: Callable[[str], None] | None = None,
+    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Audit `classifier` under each intervention of a deep SCM's counterfactuals.
 
@@ -307,6 +309,7 @@ def audit_classifier(
       top_k: the most affected units listed per intervention.
       patch: block size of the effect maps (default: none computed).
       progress: called with a line per stage.
+      show_progress: show a tqdm bar over the units (of every intervention).
 
     Returns a JSON-ready dict: "classes" K, "units" N, "factual_accuracy" where the dataset
     has a categorical label the classifier predicts (None otherwise), and per intervention
@@ -341,11 +344,17 @@ def audit_classifier(
         "interventions": [],
         "images": {"factual": images},
     }
+    bar = tqdm(
+        total=len(images) * len(interventions), desc="audit", unit=" units",
+        disable=not show_progress,
+    )  # fmt: skip
     for index, do in enumerate(interventions):
         label = _label(do)
         say(f"[{index + 1}/{len(interventions)}] {label}: counterfactuals of {len(images)} units")
         keys = jax.random.split(jax.random.fold_in(key, index), 4)
-        cf_images = model_images(examples, do)
+        held = _mediators_held(dataset, do)
+        worlds = _unit_chunks(examples, do, held, model_images, exact_images, on_chunk=bar.update)
+        cf_images = worlds["model"]
         p_cf = classifier(cf_images)
         row: dict[str, Any] = {"label": label, "do": do}
         row["model"] = _effects(p, p_cf, keys[0], **bootstrap)
@@ -357,19 +366,16 @@ def audit_classifier(
             "factual_class": p[order].argmax(axis=1).tolist(),
             "counterfactual_class": p_cf[order].argmax(axis=1).tolist(),
         }
-        row["mediators"] = list(
-            dict.fromkeys(m for node in do for m in mediators(dataset, node) if m not in do)
-        )
+        row["mediators"] = list(held)
         row["direct"] = row["mediated"] = None
-        if row["mediators"]:
-            held = {m: np.asarray(examples[m]) for m in row["mediators"]}
-            p_direct = classifier(model_images(examples, {**do, **held}))
+        if held:
+            p_direct = classifier(worlds["direct"])
             row["direct"] = _effects(p, p_direct, keys[1], **bootstrap)
             row["mediated"] = {"ace": bootstrap_mean(p_cf - p_direct, key=keys[2], **bootstrap)}
         row["exact"] = row["generator_error"] = None
         record["images"][label] = {"model": cf_images}
         if exact_images is not None:
-            truth = exact_images(examples, do)
+            truth = worlds["exact"]
             p_exact = classifier(truth)
             row["exact"] = _effects(p, p_exact, keys[3], **bootstrap)
             row["generator_error"] = {
@@ -384,7 +390,40 @@ def audit_classifier(
             say(f"[{index + 1}/{len(interventions)}] {label}: effect map, {patch}-px blocks")
             row["effect_map"] = effect_map(classifier, images, cf_images, patch=patch).tolist()
         record["interventions"].append(row)
+    bar.close()
     return record
+
+
+def _mediators_held(dataset: Dataset, do: Mapping[str, Any]) -> tuple[str, ...]:
+    """The mediators of an intervention: attributes below its nodes, not intervened on."""
+    return tuple(dict.fromkeys(m for node in do for m in mediators(dataset, node) if m not in do))
+
+
+def _unit_chunks(
+    examples: Mapping[str, Any],
+    do: Mapping[str, Any],
+    held: Sequence[str],
+    model_images: CounterfactualImages,
+    exact_images: CounterfactualImages | None,
+    *,
+    on_chunk: Callable[[int], Any],
+) -> dict[str, np.ndarray]:
+    """The model's counterfactual images under `do`, its images with the mediators `held` at
+    their factual values ("direct"; when there are any) and the exact ones (when given),
+    computed `CHUNK` units at a time so progress can be shown over units."""
+    num = len(examples["image"])
+    parts: dict[str, list[np.ndarray]] = {"model": [], "direct": [], "exact": []}
+    for start in range(0, num, CHUNK):
+        rows = slice(start, min(start + CHUNK, num))
+        units = jax.tree.map(lambda v, rows=rows: v[rows], dict(examples))
+        parts["model"].append(model_images(units, do))
+        if held:
+            fixed = {m: np.asarray(units[m]) for m in held}
+            parts["direct"].append(model_images(units, {**do, **fixed}))
+        if exact_images is not None:
+            parts["exact"].append(exact_images(units, do))
+        on_chunk(rows.stop - rows.start)
+    return {kind: np.concatenate(p) for kind, p in parts.items() if p}
 
 
 def _accuracy(p: np.ndarray, examples: Mapping[str, Any], dataset: Dataset) -> Any:
