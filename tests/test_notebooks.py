@@ -45,7 +45,7 @@ SMALL = {
 # Kernels with XLA's backend optimisations off: their many small programs compile faster, and
 # no other test compiles the same programs (05 alone trains the diffusion's morpho_tiny preset),
 # so no program from the session's compilation cache is lost.
-FAST_COMPILE = set()
+FAST_COMPILE = {"05_diffusion_counterfactuals.py"}
 
 
 def outputs(notebook) -> str:
