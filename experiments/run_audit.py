@@ -23,12 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import numpy as np
 
 from causalvision.audit import (
     as_classifier,
     audit_classifier,
-    bootstrap_mean,
     exact_counterfactuals,
     scm_counterfactuals,
 )
@@ -78,64 +76,51 @@ def audit(
 
     Returns {"counterfactuals": which model made them, "units", "classifiers": per classifier
     its "factual_accuracy" and per intervention label "flip_rate" and "ace_on_factual"
-    ({"mean", "low", "high"}), "overlap": per label, whether the two classifiers' intervals
-    overlap}. "ace_on_factual" is mean_n p*(ĉ_n) − p(ĉ_n), ĉ_n the unit's factual prediction:
-    the per-class ACE averages units of all digits, where a shift towards digits < 5 and one
-    away from them cancel; this follows each unit's own answer.
+    ({"mean", "low", "high"}; with a deep SCM also "exact_flip_rate" and
+    "exact_ace_on_factual" on the generator's exact counterfactuals), "overlap": per label,
+    whether the two classifiers' intervals overlap}. "ace_on_factual" is the audit's
+    "ace_factual_class", mean_n p*(ĉ_n) − p(ĉ_n) with ĉ_n the unit's factual prediction: the
+    per-class ACE averages units of all digits, where a shift towards digits < 5 and one away
+    from them cancel; this follows each unit's own answer.
     """
     reference = load_config(str(pathlib.Path(runs["unconfounded"]) / "config.json"))
+    with_exact = False
     if deep_scm is not None and (pathlib.Path(deep_scm) / "config.json").is_file():
         config, _, scm = load_deep_scm(deep_scm)
         dataset = dataset_of(config.data)
         images = scm_counterfactuals(scm, dataset)
         source = f"deep SCM {deep_scm}"
+        with_exact = True  # beside the generator's exact ones: how much is the SCM's error
     else:
         dataset = dataset_of(reference.data)
         images = exact_counterfactuals(dataset)
         source = f"exact (the generator's; no deep SCM run at {deep_scm})"
     # Held-out units of the unconfounded dataset: the distribution the classifiers serve.
     examples = held_out_examples(reference, units)
-    cache: dict[str, np.ndarray] = {}
-
-    def counterfactuals(batch: Mapping[str, Any], do: Mapping[str, Any]) -> np.ndarray:
-        # Both classifiers see the same counterfactual images, made once (per-unit values,
-        # the mediators held for a direct effect, are made anew).
-        if any(np.ndim(v) for v in do.values()):
-            return images(batch, do)
-        label = repr(sorted((k, float(v)) for k, v in do.items()))
-        if label not in cache:
-            cache[label] = images(batch, do)
-        return cache[label]
-
     say(f"counterfactuals: {source}; {units} held-out units")
     out: dict[str, Any] = {"counterfactuals": source, "units": units, "classifiers": {}}
     for index, (name, run) in enumerate(runs.items()):
-        classifier = as_classifier(run)
-        key = jax.random.fold_in(jax.random.key(seed), index)
         record = audit_classifier(
-            counterfactuals,
+            images,
             dataset,
             examples,
-            classifier,
+            as_classifier(run),
             list(interventions),
-            key=key,
+            key=jax.random.fold_in(jax.random.key(seed), index),
             num_bootstrap=num_bootstrap,
-            exact=False,
+            exact=with_exact,
         )
-        p = classifier(examples["image"])
-        factual = (np.arange(len(p)), p.argmax(1))
         rows = {}
-        for i, row in enumerate(record["interventions"]):
-            p_cf = classifier(counterfactuals(examples, row["do"]))
-            change = p_cf[factual] - p[factual]
+        for row in record["interventions"]:
+            exact = row["exact"]
             rows[row["label"]] = {
                 "flip_rate": row["model"]["flip_rate"],
                 # With the mediators (intensity under do(thickness)) held at their factual
                 # values: what is left is the effect that does not travel through them.
                 "direct_flip_rate": row["direct"] and row["direct"]["flip_rate"],
-                "ace_on_factual": bootstrap_mean(
-                    change, key=jax.random.fold_in(key, 100 + i), num_bootstrap=num_bootstrap
-                ),
+                "ace_on_factual": row["model"]["ace_factual_class"],
+                "exact_flip_rate": exact and exact["flip_rate"],
+                "exact_ace_on_factual": exact and exact["ace_factual_class"],
             }
         accuracy = record["factual_accuracy"]
         out["classifiers"][name] = {
@@ -144,11 +129,11 @@ def audit(
             "interventions": rows,
         }
     first, second = (out["classifiers"][n]["interventions"] for n in CLASSIFIERS)
+    metrics = ("flip_rate", "ace_on_factual")
+    if with_exact:
+        metrics += ("exact_flip_rate", "exact_ace_on_factual")
     out["overlap"] = {
-        label: {
-            metric: overlap(first[label][metric], second[label][metric])
-            for metric in ("flip_rate", "ace_on_factual")
-        }
+        label: {metric: overlap(first[label][metric], second[label][metric]) for metric in metrics}
         for label in first
     }
     return out
@@ -165,6 +150,13 @@ def report(result: Mapping[str, Any], say: Callable[[str], None] = print) -> Non
                 f"  {label:<20} flip rate {f['mean']:.3f} [{f['low']:.3f}, {f['high']:.3f}]  "
                 f"ACE on factual class {a['mean']:+.3f} [{a['low']:+.3f}, {a['high']:+.3f}]"
             )
+            if row["exact_flip_rate"]:
+                e, ea = row["exact_flip_rate"], row["exact_ace_on_factual"]
+                say(
+                    f"  {'':<20} exact cf: flip rate {e['mean']:.3f} [{e['low']:.3f}, "
+                    f"{e['high']:.3f}]  ACE on factual class {ea['mean']:+.3f} "
+                    f"[{ea['low']:+.3f}, {ea['high']:+.3f}]"
+                )
             if row["direct_flip_rate"]:
                 d = row["direct_flip_rate"]
                 say(
@@ -172,7 +164,11 @@ def report(result: Mapping[str, Any], say: Callable[[str], None] = print) -> Non
                     f"[{d['low']:.3f}, {d['high']:.3f}]"
                 )
     for label, o in result["overlap"].items():
-        say(f"{label:<20} intervals overlap: flip rate {o['flip_rate']}, ACE {o['ace_on_factual']}")
+        line = f"{label:<20} intervals overlap: flip rate {o['flip_rate']}, "
+        line += f"ACE {o['ace_on_factual']}"
+        if "exact_flip_rate" in o:
+            line += f"; exact cf: flip rate {o['exact_flip_rate']}, ACE {o['exact_ace_on_factual']}"
+        say(line)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -77,6 +77,11 @@ def test_a_planted_intensity_dependence_matches_its_closed_form(morpho, intensit
     assert abs(got["mean"][1] - ace) < 1e-3 and abs(got["mean"][0] + ace) < 1e-3
     assert got["low"][1] <= ace <= got["high"][1]
     assert row["model"]["flip_rate"]["mean"] == pytest.approx(flips)
+    # On each unit's factual class: + the change of P(1) where class 1 was predicted, − it
+    # elsewhere.
+    change = _sigmoid(SLOPE * (220.0 - CENTRE)) - factual_p1
+    own = np.mean(np.where(factual_p1 > 0.5, change, -change))
+    assert abs(row["model"]["ace_factual_class"]["mean"] - own) < 1e-3
     # Intensity has no attribute below it: no direct / mediated split.
     assert row["mediators"] == [] and row["direct"] is None and row["mediated"] is None
     # The model here is the generator itself: no generator error, full agreement.

@@ -11,6 +11,9 @@ p = classifier(x), p* = classifier(x*):
 - effect on class k ACE_k = mean_n (p*_nk − p_nk)    (the average causal effect of do(A = a)
                                                        on the probability of class k, relative
                                                        to each unit's factual world)
+- on the factual class    mean_n (p*_nĉ − p_nĉ), ĉ_n = argmax p_n: each unit's own answer
+                          (per-class effects of opposite sign in different groups of units
+                          cancel in ACE_k; they add up here)
 - direct part      ACE_k^direct with the image's other parents that descend from A (the
                    mediators, e.g. intensity under do(thickness)) held at their factual
                    values: the unit-level natural direct effect, the factual being the
@@ -192,11 +195,15 @@ def _plain(x: np.ndarray) -> Any:
 
 def _effects(p: np.ndarray, p_cf: np.ndarray, key: jax.Array, **bootstrap: Any) -> dict:
     """Flip rate and per-class ACE of one set of counterfactual predictions, with intervals."""
-    flip_key, ace_key = jax.random.split(key)
-    flips = (p_cf.argmax(axis=1) != p.argmax(axis=1)).astype(np.float64)
+    flip_key, ace_key, own_key = jax.random.split(key, 3)
+    factual_class = p.argmax(axis=1)
+    flips = (p_cf.argmax(axis=1) != factual_class).astype(np.float64)
+    rows = np.arange(len(p))
+    own = p_cf[rows, factual_class] - p[rows, factual_class]
     return {
         "flip_rate": bootstrap_mean(flips, key=flip_key, **bootstrap),
         "ace": bootstrap_mean(p_cf - p, key=ace_key, **bootstrap),
+        "ace_factual_class": bootstrap_mean(own, key=own_key, **bootstrap),
     }
 
 

@@ -254,6 +254,7 @@ def _summary_row(row: Mapping[str, Any]) -> list[str]:
         _interval(row["model"]["flip_rate"]),
         "—" if exact is None else _interval(exact["flip_rate"]),
         f"class {k}: {_interval(row['model']['ace'], k)}",
+        _interval(row["model"]["ace_factual_class"]),
         "—" if direct is None else _interval(direct["ace"], k),
         "—" if mediated is None else _interval(mediated["ace"], k),
         "—"
@@ -268,6 +269,7 @@ SUMMARY_COLUMNS = (
     "flip rate [interval]",
     "exact flip rate",
     "largest |ACE| (model)",
+    "ACE on each unit's factual class",
     "direct part",
     "mediated part",
     "generator error (model − exact)",
