@@ -21,6 +21,7 @@ from causalvision.scm.mechanisms import (
     Root,
     mechanism_dataclass,
 )
+from causalvision.scm.partial import Summary, summarize
 
 __all__ = [
     "SCM",
@@ -34,6 +35,7 @@ __all__ = [
     "Mechanism",
     "NumpyroMechanism",
     "Root",
+    "Summary",
     "WorldRef",
     "backdoor_adjustment",
     "estimate_effect",
@@ -42,4 +44,5 @@ __all__ = [
     "interventional_distribution",
     "lenient_promotion",
     "mechanism_dataclass",
+    "summarize",
 ]

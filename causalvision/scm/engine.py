@@ -22,7 +22,8 @@ import numpy as np
 from causalvision.graph import CausalGraph
 from causalvision.scm._validation import as_node_list, check_data, check_finite, check_known
 from causalvision.scm.estimate import Estimate, mean_and_stderr
-from causalvision.scm.mechanisms import Mechanism
+from causalvision.scm.mechanisms import Inference, Mechanism
+from causalvision.scm.partial import MissingPlan, complete, infer_sites, plan_missing
 from causalvision.validation import check_int, check_key
 
 Array = jax.Array
@@ -178,8 +179,10 @@ class SCM:
         for name, value in shifted.items():
             self._check_support(name, value, f"do[{name!r}]", "the shift moved ")
 
-    def _check_values(self, values: Mapping[str, Any], argument: str) -> tuple[Values, int]:
-        arrays, size = check_data(values, self.nodes, argument)
+    def _check_values(
+        self, values: Mapping[str, Any], argument: str, *, partial: bool = False
+    ) -> tuple[Values, int]:
+        arrays, size = check_data(values, () if partial else self.nodes, argument)
         check_known(arrays, self.nodes, argument)
         for name, array in arrays.items():
             if not _is_traced(array):
@@ -197,6 +200,22 @@ class SCM:
             )
         # With every abduction exact no draw is made; the compiled query still takes a key.
         return jax.random.key(0)
+
+    def _missing(self, factual: Any, inference: Inference | None) -> list[str]:
+        """Nodes `factual` omits; refused unless `inference` is given or all are latent."""
+        if inference is not None and not isinstance(inference, Inference):
+            raise TypeError(f"inference: expected an Inference, got {inference!r}")
+        if not isinstance(factual, Mapping):
+            return []  # `check_data` says what is wrong
+        missing = [n for n in self.nodes if n not in factual]
+        if missing and inference is None and not set(missing) <= set(self.graph.latent):
+            raise ValueError(
+                f"factual: missing value(s) for node(s) {missing}; observe them, or pass "
+                f"`inference=Inference(...)` to infer them (and the noise they hide) from the "
+                f"observed nodes by posterior inference (nodes declared `latent` are inferred "
+                f"by default)"
+            )
+        return missing
 
     # ------------------------------------------------------------------------------------------
     # The three steps every query is made of.
@@ -309,20 +328,29 @@ class SCM:
         key: Array | None = None,
         *,
         num_samples: int | None = None,
+        inference: Inference | None = None,
     ) -> Values:
         """Abduction-action-prediction for every unit of `factual`.
 
         Args:
-          factual: every node's observed value, each with a leading unit axis `(N, ...)`.
+          factual: observed values, each with a leading unit axis `(N, ...)`: every node, or
+            (with `inference`, or for nodes declared `latent`) some of them.
           do: the intervention (see `propagate`); `WorldRef` values are not allowed here.
-          key: needed when a mechanism abducts by posterior draws (categorical, inference).
+          key: needed when a mechanism abducts by posterior draws (categorical, inference)
+            and whenever `factual` omits nodes.
           num_samples: posterior draws per unit; adds a leading axis `(S, N, ...)`.
+          inference: how omitted nodes are inferred (SVI or NUTS, see `Inference`); default
+            `Inference()`. See `causalvision.scm.partial`.
         Returns:
           The counterfactual value of every node. Nodes that no intervened node can reach
-          keep their factual values, and their noise is never inferred.
+          keep their factual values (observed nodes) or posterior draws (omitted ones).
         """
         worlds = self.multi_world(
-            {"counterfactual": do}, factual=factual, key=key, num_samples=num_samples
+            {"counterfactual": do},
+            factual=factual,
+            key=key,
+            num_samples=num_samples,
+            inference=inference,
         )
         return worlds["counterfactual"]
 
@@ -333,15 +361,21 @@ class SCM:
         factual: Mapping[str, Array] | None = None,
         key: Array | None = None,
         num_samples: int | None = None,
+        inference: Inference | None = None,
     ) -> tuple[Values, Values]:
         """The factual and the counterfactual world side by side, sharing their noise.
 
         Without `factual`, `num_samples` units are drawn from the prior: the joint law of
         (X, X_do) behind probabilities of necessity and sufficiency. With `factual`, the
-        noise is abducted from it (and `num_samples` counts posterior draws per unit).
+        noise is abducted from it (and `num_samples` counts posterior draws per unit); nodes
+        it omits are inferred (see `counterfactual`) and the factual world holds their draws.
         """
         worlds = self.multi_world(
-            {"counterfactual": do}, factual=factual, key=key, num_samples=num_samples
+            {"counterfactual": do},
+            factual=factual,
+            key=key,
+            num_samples=num_samples,
+            inference=inference,
         )
         return worlds["factual"], worlds["counterfactual"]
 
@@ -352,12 +386,15 @@ class SCM:
         factual: Mapping[str, Array] | None = None,
         key: Array | None = None,
         num_samples: int | None = None,
+        inference: Inference | None = None,
     ) -> dict[str, Values]:
         """Several intervened worlds over the same units and the same noise.
 
         A world's `do` may take values from another world with `from_world(name, node)`:
         nested counterfactuals such as `Y(T=1, M(T=0))`. Returns every world plus "factual"
-        (the given units as they are, or the units drawn from the prior).
+        (the given units as they are, or the units drawn from the prior). A `factual` that
+        omits nodes is completed by posterior draws (see `counterfactual`); its "factual"
+        world then holds every node, with the sample axis when `num_samples` is given.
         """
         if not isinstance(worlds, Mapping) or "factual" in worlds:
             raise ValueError("worlds: expected a dict name -> do, with no world named 'factual'")
@@ -373,7 +410,8 @@ class SCM:
             for name, do in worlds.items():
                 self._check_shifts(do, results[name])
             return results
-        factual, _ = self._check_values(factual, "factual")
+        missing = self._missing(factual, inference)
+        factual, _ = self._check_values(factual, "factual", partial=bool(missing))
         if num_samples is not None:
             check_int(num_samples, "num_samples", 1)
         reached = set(self.graph.descendants(intervened)) | intervened if intervened else set()
@@ -381,6 +419,11 @@ class SCM:
         overridden = {
             n for n in intervened if all(n in do and not callable(do[n]) for do in worlds.values())
         }
+        if missing:
+            return self._partial_worlds(
+                worlds, order, factual, missing, key, num_samples, inference or Inference(),
+                reached=reached, overridden=overridden,
+            )  # fmt: skip
         to_abduct = tuple(n for n in self.nodes if n in reached and n not in overridden)
         key = self._require_key(key, to_abduct, "counterfactual")
         computed = _posterior_worlds_jit(
@@ -401,6 +444,44 @@ class SCM:
         for name, do in worlds.items():
             self._check_shifts(do, merged[name])
         return {"factual": factual, **merged}
+
+    def _partial_worlds(
+        self,
+        worlds: dict[str, dict[str, Any]],
+        order: tuple[str, ...],
+        observed: Values,
+        missing: list[str],
+        key: Array | None,
+        num_samples: int | None,
+        settings: Inference,
+        *,
+        reached: set[str],
+        overridden: set[str],
+    ) -> dict[str, Values]:
+        """`multi_world` for a factual that omits `missing` (see `causalvision.scm.partial`)."""
+        if not observed:
+            raise ValueError("factual: observe at least one node (it sets the number of units)")
+        if key is None:
+            raise ValueError(
+                f"counterfactual: factual omits node(s) {missing}, whose values and noise are "
+                f"posterior draws; pass a PRNG `key`"
+            )
+        key = check_key(key)
+        plan = plan_missing(self, set(observed))
+        # Observed nodes with observed parents abduct their own noise, as with full data.
+        own = tuple(
+            n
+            for n in self.nodes
+            if n in observed and n not in plan.joint and n in reached and n not in overridden
+        )
+        results = _partial_worlds_jit(
+            self, observed, key, worlds,
+            order=order, reached=tuple(n for n in self.nodes if n in reached), own=own,
+            plan=plan, settings=settings, num_samples=num_samples,
+        )  # fmt: skip
+        for name, do in worlds.items():
+            self._check_shifts(do, results[name])
+        return results
 
     # ------------------------------------------------------------------------------------------
     # Effects, as Monte Carlo estimates over units drawn from the prior.
@@ -766,6 +847,38 @@ def _posterior_worlds_jit(scm, factual, key, worlds, *, order, reached, to_abduc
     return _posterior_worlds_impl(
         scm, factual, key, constants,
         static=static, order=order, reached=reached, to_abduct=to_abduct, num_samples=num_samples,
+    )  # fmt: skip
+
+
+@jax.jit(static_argnames=("static", "order", "reached", "own", "plan", "settings", "num_samples"))
+def _partial_worlds_impl(
+    scm, observed, key, constants, *, static, order, reached, own, plan, settings, num_samples
+):
+    worlds = _merge_worlds(constants, static)
+    key_infer, key_own, key_draw = jax.random.split(key, 3)
+    sites = infer_sites(scm, observed, key_infer, plan, settings, num_samples)
+    noise = scm.abduct(observed, key_own, nodes=own, num_samples=num_samples)
+    fixed = {n: v for n, v in observed.items() if n not in reached}
+    num_units = next(iter(observed.values())).shape[0]
+
+    def run(sites, noise, key):
+        values, noise = complete(scm, observed, sites, noise, key, plan)
+        results = _run_worlds(scm, noise, worlds, order, fixed=fixed, num_units=num_units)
+        return {"factual": values, **results}
+
+    if num_samples is None:
+        return run(sites, noise, key_draw)
+    return jax.vmap(run)(sites, noise, jax.random.split(key_draw, num_samples))
+
+
+def _partial_worlds_jit(
+    scm, observed, key, worlds, *, order, reached, own, plan: MissingPlan, settings, num_samples
+):
+    constants, static = _static_worlds(worlds)
+    return _partial_worlds_impl(
+        scm, observed, key, constants,
+        static=static, order=order, reached=reached, own=own, plan=plan, settings=settings,
+        num_samples=num_samples,
     )  # fmt: skip
 
 
