@@ -136,6 +136,17 @@ def require_positive(
             )
 
 
+def parse_seeds(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """ "0,1,2" -> [0, 1, 2]: distinct integers >= 0, else `parser.error` (one line)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds: expected comma-separated integers, got {text!r}")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        parser.error(f"--seeds: expected distinct integers >= 0, got {text!r}")
+    return seeds
+
+
 def timed_training(config: Any, workdir: Path) -> dict[str, Any]:
     """Train `config` into `workdir` (`train_and_evaluate`) and its figures: wall seconds
     (compilation included), and the median of the train lines' `steps_per_second` (the

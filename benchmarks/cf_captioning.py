@@ -80,6 +80,7 @@ from _common import (
     Parser,
     fmt,
     jax_machine_info,
+    parse_seeds,
     print_columns,
     require_positive,
     run_main,
@@ -447,13 +448,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary runs")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        parser.error(f"--seeds: expected distinct integers >= 0, got {args.seeds!r}")
-    args.seeds = seeds
+    args.seeds = parse_seeds(parser, args.seeds)
     from causalvision.train import load_config
 
     preset = load_config(f"{EXPERIMENT}:{args.size}")
@@ -471,7 +466,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.batch > args.train_size:
         parser.error(f"--batch {args.batch} is larger than --train-size {args.train_size}")
     if args.workdir is not None:
-        taken = [args.workdir / f"seed{s}" for s in seeds if (args.workdir / f"seed{s}").exists()]
+        runs = [args.workdir / f"seed{s}" for s in args.seeds]
+        taken = [run for run in runs if run.exists()]
         if taken:
             parser.error(f"--workdir: {taken[0]} exists (runs would resume); choose another")
     return args

@@ -54,6 +54,7 @@ from _common import (
     Failure,
     Parser,
     jax_machine_info,
+    parse_seeds,
     print_columns,
     require_positive,
     run_main,
@@ -373,13 +374,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.05, help="InfoNCE temperature")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        parser.error(f"--seeds: expected distinct integers >= 0, got {args.seeds!r}")
-    args.seeds = seeds
+    args.seeds = parse_seeds(parser, args.seeds)
     if args.steps is not None:
         require_positive(parser, args, ("steps",))
     require_positive(
