@@ -61,6 +61,8 @@ __all__ = [
     "scm_counterfactuals",
 ]
 
+#: A checked classifier: images `(N, H, W, C)` float32 on the storage grid -> class
+#: probabilities `(N, K)` (what `as_classifier` returns and the audits call).
 ClassifierFn = Callable[[np.ndarray], np.ndarray]
 CHUNK = 64  # counterfactuals per compiled chunk (the SCM engine's; see counterfactuals.CHUNK)
 CLASSIFIER_BATCH = 256  # images per classifier call

@@ -55,12 +55,13 @@ __all__ = [
     "perturb",
 ]
 
+#: The Morpho-MNIST perturbations `perturb` applies (`kind=`).
 MNIST_PERTURBATIONS = ("plain", "thin", "thicken")
 DEFAULT_AMOUNTS = {"plain": 0.0, "thin": 0.7, "thicken": 1.0}  # Morpho-MNIST's published sets
 SCALE = 4  # Morpho-MNIST's UP_FACTOR
 THRESHOLD = 0.5
 
-# The 40 CelebA attributes in the order of list_attr_celeba.txt (and TFDS's ATTR_HEADINGS).
+#: The 40 CelebA attributes in the order of list_attr_celeba.txt (and TFDS's ATTR_HEADINGS).
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow",
     "Arched_Eyebrows",

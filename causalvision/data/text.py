@@ -51,9 +51,12 @@ class Vocabulary:
       pad_id, bos_id, eos_id, unk_id: 0, 1, 2, 3.
 
     Example:
-      vocab = Vocabulary.from_texts(["a red circle", "two blue stars"])
-      ids, mask = vocab.encode(["a red circle"], max_len=6)  # [[1, 4, 7, 5, 2, 0]], True x 5
-      vocab.decode(ids)                                      # ["a red circle"]
+      >>> vocab = Vocabulary.from_texts(["a red circle", "two blue stars"])
+      >>> ids, mask = vocab.encode(["a red circle"], max_len=6)
+      >>> ids.tolist(), mask.tolist()
+      ([[1, 4, 7, 6, 2, 0]], [[True, True, True, True, True, False]])
+      >>> vocab.decode(ids)
+      ['a red circle']
     """
 
     pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3

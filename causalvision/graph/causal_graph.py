@@ -433,6 +433,17 @@ class CausalGraph:
         result has strategy "none" and a `Hedge`. With ``given``: IDC (strategy "idc"), also
         complete. ``method="id"`` skips the adjustment criteria. The `Identification` carries
         the estimand as text and as an expression tree (`Identification.evaluate`).
+
+        Example:
+            >>> g = CausalGraph(
+            ...     [("smoking", "tar"), ("tar", "cancer"), ("U", "smoking"), ("U", "cancer")],
+            ...     latent=["U"],
+            ... )
+            >>> result = g.identify("smoking", "cancer")
+            >>> result.strategy, sorted(result.adjustment_set)
+            ('frontdoor', ['tar'])
+            >>> print(g.identify("tar", "cancer"))
+            P(cancer | do(tar)) = Σ_{smoking} P(cancer | tar, smoking) P(smoking)
         """
         if method not in ("auto", "id"):
             raise ValueError(f"method: expected 'auto' or 'id', got {method!r}")

@@ -395,6 +395,7 @@ _FUSION: dict[str, Callable[[Array, Array, Array], Array]] = {
     "hm": _harmonic,
     "rubi": _rubi,
 }
+#: The CF-VQA fusion modes of `cfvqa_fusion` (`mode=`).
 FUSIONS = tuple(_FUSION)
 
 

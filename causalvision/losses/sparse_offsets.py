@@ -69,6 +69,7 @@ __all__ = [
     "sparse_offset_loss",
 ]
 
+#: The slot-matching methods of `match_slots` (`method=`).
 MATCHINGS = ("greedy", "argmin", "hungarian")
 
 

@@ -109,13 +109,13 @@ class ObjectVocabulary:
       irregular_plurals: `{singular: plural}` of single words ("mouse": "mice"), recognised
         wherever a synonym ends in the singular; words no synonym ends in are ignored.
 
-    Example::
-
-        vocabulary = ObjectVocabulary(
-            {"dog": ["dog", "puppy"], "hot dog": ["hot dog"], "mouse": ["mouse"]},
-            irregular_plurals={"mouse": "mice"},
-        )
-        vocabulary.mentions("Two puppies and a hot dog, no mice.")  # ['dog', 'hot dog', 'mouse']
+    Example:
+        >>> vocabulary = ObjectVocabulary(
+        ...     {"dog": ["dog", "puppy"], "hot dog": ["hot dog"], "mouse": ["mouse"]},
+        ...     irregular_plurals={"mouse": "mice"},
+        ... )
+        >>> vocabulary.mentions("Two puppies and a hot dog, no mice.")
+        ['dog', 'hot dog', 'mouse']
     """
 
     def __init__(

@@ -85,6 +85,8 @@ __all__ = [
     "permutation_disentanglement",
 ]
 
+#: How FG-ARI scores an image whose foreground points are all singletons (`degenerate=`;
+#: see the module docstring).
 DEGENERATE_CONVENTIONS = ("savi", "deepmind")
 # Pair counts are exact in int32 up to this many scored points per image: C(65536, 2) < 2**31.
 _EXACT_INT32_POINTS = 65536

@@ -42,6 +42,7 @@ from causalvision.validation import check_int
 
 __all__ = ["ADJUSTMENTS", "AdjustedClassifier", "ConfounderTable"]
 
+#: The `AdjustedClassifier` adjustments (see the module docstring).
 ADJUSTMENTS = ("none", "backdoor", "frontdoor", "conditional")
 
 

@@ -356,7 +356,7 @@ class AdditiveNoise(Mechanism):
     Args:
       parents: parent node names, in the order their values are concatenated.
       fn: maps the parents, concatenated into a float matrix `(N, P)`, to the location
-        `(N, *event_shape)`. A Flax NNX module (its `nnx.Param`s are learnable) or any pure
+        `(N, *event_shape)`. A Flax NNX module (its `nnx.Param` variables are learnable) or any pure
         function.
       noise: the noise distribution (a numpyro distribution with empty batch shape); its event
         shape is the node's per-unit shape, e.g. `dist.Normal(jnp.zeros(3), 1.0).to_event(1)`.

@@ -1,0 +1,177 @@
+"""The documentation site (docs/, issue 20): it builds with warnings as errors, every public
+name has a docstring, the docstrings' ``>>>`` examples run, and the built pages load in
+headless Chromium with no console errors and every image decoded.
+
+The build here is the fast one: the tutorials are rendered, not executed (the notebook tests
+execute them); ``make docs`` is the same build into docs/_build/html.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import inspect
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import typing
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGES = (
+    "causalvision",
+    "causalvision.scm",
+    "causalvision.graph",
+    "causalvision.data",
+    "causalvision.nn",
+    "causalvision.losses",
+    "causalvision.metrics",
+    "causalvision.train",
+    "causalvision.audit",
+)
+# Public names known to lack documentation, each with why it is not fixed here. A type alias
+# takes its documentation from a "#:" comment above it in its module's source.
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+BUILD_BUDGET_S = 120  # about 25 s on a quiet 2-core machine
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> pathlib.Path:
+    """The site built as `make docs` builds it (-W --keep-going), tutorials not executed."""
+    out = tmp_path_factory.mktemp("docs")
+    env = {k: v for k, v in os.environ.items() if k != "CAUSALVISION_DOCS_EXECUTE"}
+    env["JAX_PLATFORMS"] = "cpu"
+    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-E", "-q"]
+    command += ["-d", str(out / "doctrees"), "docs", str(out / "html")]
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    warnings = [line for line in done.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert done.returncode == 0, "\n".join(warnings) or done.stderr[-5000:]
+    assert seconds < BUILD_BUDGET_S, f"docs build took {seconds:.0f} s"
+    return out / "html"
+
+
+def test_site_has_every_page(site):
+    for page in ("index", "getting_started", "audits", "reproducing", "performance", "api/nn"):
+        assert (site / f"{page}.html").is_file(), page
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9]*.py")):
+        assert (site / "tutorials" / f"{notebook.stem}.html").is_file(), notebook.name
+    performance = (site / "performance.html").read_text()
+    for result in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        assert f"benchmarks/results/{result.name}" in performance, result.name
+
+
+def test_api_reference_lists_every_public_name(site):
+    for package in PACKAGES[1:]:
+        page = (site / "api" / f"{package.split('.')[-1]}.html").read_text()
+        for name in importlib.import_module(package).__all__:
+            assert f"{name}</" in page or f".{name}" in page, f"{package}.{name}"
+
+
+def _documented_data(package: str, name: str) -> bool:
+    """Whether some module under `package` documents data `name` with a ``#:`` comment."""
+    from sphinx.pycode import ModuleAnalyzer
+
+    value = getattr(sys.modules[package], name)
+    for modname, module in sorted(sys.modules.items()):
+        if modname == package or modname.startswith(package + "."):
+            if getattr(module, name, None) is value:
+                try:
+                    if ("", name) in ModuleAnalyzer.for_module(modname).find_attr_docs():
+                        return True
+                except Exception:
+                    continue
+    return False
+
+
+def test_every_public_name_has_a_docstring():
+    missing = []
+    for package in PACKAGES:
+        module = importlib.import_module(package)
+        assert (module.__doc__ or "").strip(), package
+        for name in module.__all__:
+            obj, full = getattr(module, name), f"{package}.{name}"
+            if inspect.ismodule(obj):
+                continue
+            if inspect.isclass(obj):
+                documented = bool((obj.__dict__.get("__doc__") or "").strip())
+            elif inspect.isroutine(obj) or (callable(obj) and typing.get_origin(obj) is None):
+                documented = bool((getattr(obj, "__doc__", None) or "").strip())
+            else:  # constants and type aliases: a "#:" comment where they are defined
+                documented = _documented_data(package, name)
+            if not documented:
+                missing.append(full)
+    assert not missing, f"public names without a docstring: {missing}"
+
+
+def _doctests() -> list[doctest.DocTest]:
+    """Every ``>>>`` example in causalvision's docstrings (only modules that have one are
+    imported)."""
+    finder, tests = doctest.DocTestFinder(exclude_empty=True), []
+    for path in sorted((ROOT / "causalvision").rglob("*.py")):
+        if ">>>" not in path.read_text():
+            continue
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modname = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        module = importlib.import_module(modname)
+        tests += [t for t in finder.find(module, modname) if t.examples]
+    return tests
+
+
+def test_docstring_examples_run():
+    tests = _doctests()
+    names = {t.name for t in tests}
+    assert len(tests) >= 3, names
+    assert "causalvision.graph.causal_graph.CausalGraph.identify" in names, names
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    slow = []
+    for test in tests:
+        start = time.perf_counter()
+        runner.run(test)
+        if (seconds := time.perf_counter() - start) > 5.0:
+            slow.append((test.name, round(seconds, 1)))
+    results = runner.summarize(verbose=False)
+    assert results.failed == 0, f"{results.failed} docstring example(s) failed (output above)"
+    assert not slow, f"docstring examples should run in about a second: {slow}"
+
+
+def _browser():
+    """Headless Chromium from the system, as in tests/test_audit_report.py."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not pathlib.Path(p).exists()]
+    assert not missing, f"{missing} missing: apt-get install chromium chromium-driver (.ci/run)"
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(argument)
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.mark.parametrize(
+    ("page", "min_images"),
+    [("index.html", 1), ("tutorials/01_compose_an_scm.html", 0), ("performance.html", 3)],
+)
+def test_pages_load_in_chromium(site, page, min_images):
+    driver = _browser()
+    try:
+        driver.get((site / page).resolve().as_uri())
+        driver.execute_script("return document.readyState")
+        severe = [m for m in driver.get_log("browser") if m["level"] == "SEVERE"]
+        assert not severe, severe
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.src, i.complete, i.naturalWidth]);"
+        )
+        assert len(images) >= min_images, images
+        assert all(done and width > 0 for _, done, width in images), images
+        title = driver.execute_script("return document.querySelector('h1').textContent")
+        assert title.strip(), page
+    finally:
+        driver.quit()
