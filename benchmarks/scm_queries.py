@@ -19,6 +19,12 @@ Two queries, each answered by every library that is installed:
    worlds by ChiRho's transformed-distribution abduction), Pyro SVI with `AutoNormal` on the
    conditioned model, then `Predictive` on the twin-world model. Error: mean |Y_cf - truth|.
 
+3. Query 2 again in fresh processes (`--skip-fresh` leaves it out): causalvision's first call
+   with an empty persistent compilation cache (`causalvision.enable_compilation_cache`, as the
+   CLI and notebooks use), its first call in a second process that finds that cache, and its
+   warm calls; ChiRho's first call in a fresh process and its warm calls. Imports are done
+   before the clock starts; each row's `process_s` is the whole process, imports included.
+
 Run (peers live in their own venv, never in the test venv .venv):
 
     python3 -m venv .venv-bench
@@ -45,6 +51,7 @@ import platform
 import statistics
 import sys
 import time
+from argparse import SUPPRESS
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -230,7 +237,8 @@ def bench_dowhy_exact(spec, factual, truth, repeats) -> dict[str, Any]:
 # Query 2: one inference-based twin-world query on the 3-node SCM.
 
 
-def bench_causalvision_inference(scm, factual, truth_y, svi_steps, repeats) -> list[dict]:
+def causalvision_inference_query(scm, factual, svi_steps) -> Callable[[int], Any]:
+    """`seed -> twin worlds`: the inference query of causalvision (see the module doc)."""
     import numpyro
     import numpyro.distributions as dist
 
@@ -247,6 +255,12 @@ def bench_causalvision_inference(scm, factual, truth_y, svi_steps, repeats) -> l
 
     def query_fn(seed: int):
         return inf.twin_world({"X": DO_VALUE}, factual=factual, key=jax.random.key(seed))
+
+    return query_fn
+
+
+def bench_causalvision_inference(scm, factual, truth_y, svi_steps, repeats) -> list[dict]:
+    query_fn = causalvision_inference_query(scm, factual, svi_steps)
 
     def error(worlds) -> float:
         return float(np.mean(np.abs(np.asarray(worlds[1]["Y"], np.float64) - truth_y)))
@@ -269,6 +283,22 @@ def bench_causalvision_inference(scm, factual, truth_y, svi_steps, repeats) -> l
 
 def bench_chirho_inference(factual, truth_y, svi_steps, repeats) -> dict[str, Any]:
     n, query = len(truth_y), "inference twin-world, 3-node"
+    query_fn = chirho_inference_query(factual, svi_steps)
+    if isinstance(query_fn, str):
+        return missing(query, "ChiRho", n, query_fn)
+    runs = [timed(lambda seed=seed: query_fn(seed)) for seed in range(repeats)]
+    time_s = statistics.median(t for t, _ in runs)
+    errors = [float(np.mean(np.abs(y - truth_y))) for _, y in runs]
+    note = f"SVI {svi_steps} steps; error over {repeats} seeds"
+    return row(
+        query, "ChiRho", n, time_s=time_s, units_per_s=n / time_s, note=note,
+        times_s=[t for t, _ in runs], **error_stats(errors),
+    )  # fmt: skip
+
+
+def chirho_inference_query(factual, svi_steps) -> Callable[[int], np.ndarray] | str:
+    """`seed -> counterfactual Y`: the inference query of ChiRho, or why it cannot run."""
+    n = len(factual["Y"])
     try:
         import pyro
         import pyro.distributions as pdist
@@ -279,7 +309,7 @@ def bench_chirho_inference(factual, truth_y, svi_steps, repeats) -> dict[str, An
         from chirho.observational.handlers.soft_conditioning import AutoSoftConditioning
         from pyro.distributions.transforms import AffineTransform
     except ImportError as error:
-        return missing(query, "ChiRho", n, f"not installed (no module {error.name})")
+        return f"not installed (no module {error.name})"
 
     data = {k: torch.tensor(np.asarray(factual[k], np.float32)) for k in ("X", "M", "Y")}
     soft = AutoSoftConditioning(scale=OBS_SCALE)
@@ -321,14 +351,99 @@ def bench_chirho_inference(factual, truth_y, svi_steps, repeats) -> dict[str, An
             raise RuntimeError("ChiRho: the factual world does not reproduce the observed Y")
         return worlds[1]
 
-    runs = [timed(lambda seed=seed: query_fn(seed)) for seed in range(repeats)]
-    time_s = statistics.median(t for t, _ in runs)
+    return query_fn
+
+
+# ----------------------------------------------------------------------------------------------
+# Query 2 again, each library in fresh processes: the first call (compile included) and warm.
+
+FRESH = "inference twin-world, 3-node, fresh process"
+CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+
+
+def fresh_worker(args: argparse.Namespace) -> int:
+    """In a fresh process: the query's first call, then `--repeats` more (seeds 1..), on the
+    units in `--data`; prints one JSON line. Imports are done before the clock starts."""
+    import json
+
+    loaded = np.load(args.data)
+    factual = {k: loaded[k] for k in ("X", "M", "Y")}
+    truth_y = three_node().truth(factual, DO_VALUE)["Y"]
+    if args.fresh_worker == "causalvision":
+        if args.cache:
+            from causalvision import enable_compilation_cache
+
+            enable_compilation_cache(args.cache)
+        query_fn = causalvision_inference_query(
+            causalvision_linear(three_node()), factual, args.svi_steps
+        )
+
+        def cf_y(seed: int) -> np.ndarray:
+            return np.asarray(query_fn(seed)[1]["Y"], np.float64)
+
+        versions = {p: version(p) for p in ("jax", "jaxlib", "numpyro")}
+    else:
+        chirho_fn = chirho_inference_query(factual, args.svi_steps)
+        if isinstance(chirho_fn, str):
+            print(json.dumps({"skipped": chirho_fn}))
+            return 0
+        cf_y = chirho_fn
+        versions = {p: version(p) for p in ("chirho", "pyro-ppl", "torch")}
+    runs = [timed(lambda seed=seed: cf_y(seed)) for seed in range(args.repeats + 1)]
     errors = [float(np.mean(np.abs(y - truth_y))) for _, y in runs]
-    note = f"SVI {svi_steps} steps; error over {repeats} seeds"
-    return row(
-        query, "ChiRho", n, time_s=time_s, units_per_s=n / time_s, note=note,
-        times_s=[t for t, _ in runs], **error_stats(errors),
-    )  # fmt: skip
+    times = [t for t, _ in runs]
+    print(json.dumps({"first_s": times[0], "times_s": times[1:], "errors": errors,
+                      "versions": versions}))  # fmt: skip
+    return 0
+
+
+def bench_fresh_processes(factual, svi_steps, repeats, skip_peers) -> list[dict[str, Any]]:
+    """causalvision cold with an empty persistent cache, then cold in a second process that
+    finds the first one's cache, and warm; ChiRho cold and warm. Each `time_s` is one call."""
+    import tempfile
+
+    from _common import worker_result
+
+    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
+    n = len(factual["Y"])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="scm-queries-") as tmp:
+        data = Path(tmp) / "units.npz"
+        np.savez(data, **{k: np.asarray(factual[k]) for k in ("X", "M", "Y")})
+        base = [sys.executable, str(Path(__file__).resolve()), "--data", str(data),
+                "--svi-steps", str(svi_steps), "--repeats", str(repeats)]  # fmt: skip
+        cache = str(Path(tmp) / "jax-cache")
+        workers = [("causalvision", "empty cache", ["--cache", cache]),
+                   ("causalvision", "persistent cache", ["--cache", cache]),
+                   ("ChiRho", "", [])]  # fmt: skip
+        warm: dict[str, dict[str, Any]] = {}
+        for library, cache_state, extra in workers:
+            if library == "ChiRho" and skip_peers:
+                rows.append(missing(FRESH, "ChiRho (cold)", n, "skipped (--skip-peers)"))
+                continue
+            start = time.perf_counter()
+            command = [*base, "--fresh-worker", library.lower(), *extra]
+            result, why = worker_result(command, env=env)
+            process_s = time.perf_counter() - start
+            label = f"{library} (cold, {cache_state})" if cache_state else f"{library} (cold)"
+            if result is None:
+                rows.append(missing(FRESH, label, n, why))
+                continue
+            first = result["first_s"]
+            rows.append(row(
+                FRESH, label, n, time_s=first, units_per_s=n / first, error=result["errors"][0],
+                note=f"first call in a fresh process (its whole run, imports included: "
+                     f"{process_s:.1f} s)", process_s=process_s, versions=result["versions"],
+            ))  # fmt: skip
+            warm.setdefault(library, result)
+        for library, result in warm.items():
+            time_s = statistics.median(result["times_s"])
+            rows.append(row(
+                FRESH, f"{library} (warm)", n, time_s=time_s, units_per_s=n / time_s,
+                note=f"median of {repeats} later calls, same process",
+                times_s=result["times_s"], **error_stats(result["errors"][1:]),
+            ))  # fmt: skip
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -400,6 +515,18 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "goal": f"exact {spec}: >= {GOAL_EXACT:g}x DoWhy's units/s",
                 "value": f"{speedup:.1f}x", "met": speedup >= GOAL_EXACT,
             })  # fmt: skip
+    fresh = [("cold, empty cache", "cold"), ("cold, persistent cache", "cold"), ("warm", "warm")]
+    for ours, theirs in fresh:
+        cv, peer = by.get((FRESH, f"causalvision ({ours})")), by.get((FRESH, f"ChiRho ({theirs})"))
+        if cv and peer and cv["time_s"] is not None and peer["time_s"] is not None:
+            speedup = peer["time_s"] / cv["time_s"]
+            out.append({
+                "goal": f"inference, fresh process, causalvision {ours} against ChiRho {theirs}: "
+                        f">= {GOAL_INFERENCE:g}x faster",
+                "value": f"{speedup:.1f}x ({cv['time_s']:.3f} s against {peer['time_s']:.3f} s; "
+                         f"error {cv['error']:.4f} vs ChiRho {peer['error']:.4f})",
+                "met": speedup >= GOAL_INFERENCE,
+            })  # fmt: skip
     query = "inference twin-world, 3-node"
     peer = by.get((query, "ChiRho"))
     if peer and peer["time_s"] is not None:
@@ -427,7 +554,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after the first")
     parser.add_argument("--skip-peers", action="store_true", help="causalvision only")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
+    parser.add_argument("--skip-fresh", action="store_true", help="no fresh-process rows")
+    # A fresh-process worker (run by the benchmark itself).
+    parser.add_argument("--fresh-worker", choices=("causalvision", "chirho"), help=SUPPRESS)
+    parser.add_argument("--data", type=Path, help=SUPPRESS)
+    parser.add_argument("--cache", help=SUPPRESS)
     args = parser.parse_args(argv)
+    if args.fresh_worker:
+        return fresh_worker(args)
     if min(args.n, args.inference_n, args.svi_steps, args.repeats) < 1:
         parser.error("--n, --inference-n, --svi-steps and --repeats must be >= 1")
     if args.inference_n > args.n:
@@ -465,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(missing(query, "ChiRho", args.inference_n, "skipped (--skip-peers)"))
     else:
         rows.append(bench_chirho_inference(small_np, small_truth, args.svi_steps, args.repeats))
+
+    if not args.skip_fresh:
+        rows.extend(bench_fresh_processes(small_np, args.svi_steps, args.repeats, args.skip_peers))
 
     add_ratios(rows)
     print()

@@ -21,7 +21,6 @@ step, traced and compiled on 2 CPU cores: 32 s cold, 10 s on a restart).
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -440,10 +439,9 @@ def console() -> None:
     to the caller; JAX_COMPILATION_CACHE_DIR, if set, wins. Set through the environment so
     that JAX is not imported before a command needs it (`--help` answers at once).
     """
-    default = pathlib.Path.home() / ".cache" / "causalvision" / "jax"
-    cache = os.environ.get("CAUSALVISION_CACHE_DIR", str(default))
-    if cache:
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
+    from causalvision import enable_compilation_cache
+
+    enable_compilation_cache()
     raise SystemExit(main())
 
 

@@ -73,16 +73,19 @@ def check_data(
 def check_finite(arrays: Mapping[str, Any], what: str = "contains") -> None:
     """Raise `ValueError` if an array holds NaN or inf; `arrays` maps message labels to arrays.
 
-    Traced arrays (under jit) are abstract and pass unchecked. Host (numpy) arrays are
-    counted on the host, device arrays all together in one device call.
+    Traced arrays (under jit) are abstract and pass unchecked. Host (numpy) arrays and JAX
+    arrays in CPU memory are counted on the host (no program to compile for each new set of
+    shapes); accelerator arrays all together in one device call.
     """
     counts: dict[str, int] = {}
     device: dict[str, jax.Array] = {}
     for label, array in arrays.items():
         if isinstance(array, jax.core.Tracer) or not jnp.issubdtype(array.dtype, jnp.inexact):
             continue
-        if isinstance(array, jax.Array):
+        if isinstance(array, jax.Array) and not _on_host(array):
             device[label] = array
+        elif isinstance(array, jax.Array):  # CPU memory: counted in place, nothing compiled
+            counts[label] = int(array.size - np.isfinite(np.asarray(array)).sum())
         else:
             counts[label] = int(np.size(array) - np.isfinite(array).sum())
     if device:
@@ -107,6 +110,14 @@ def _as_column(value: Any, argument: str) -> jax.Array:
             f"{argument}: expected numbers or bools (one value per unit), got dtype {array.dtype}"
         )
     return jnp.asarray(array)
+
+
+def _on_host(array: jax.Array) -> bool:
+    """The array is concrete and lives in CPU memory, where numpy reads it without a copy."""
+    try:
+        return all(d.platform == "cpu" for d in array.devices())
+    except Exception:  # a deleted or otherwise unreadable array: leave it to the device path
+        return False
 
 
 @jax.jit
