@@ -7,7 +7,7 @@
       [--coordinator-address HOST:PORT --num-processes N --process-id K]
   causalvision audit --scm RUN --classifier SPEC --do NODE=VALUE [--do ...] --out DIR
       [--num 64] [--seed 0] [--bootstrap 1000] [--patch 4] [--curve NODE=V1:V2:STEPS ...]
-      [--attribute NAME] [--no-exact]
+      [--attribute NAME] [--no-exact] [--pixel-noise abduct|mean]
   causalvision report RUN [--out FILE]
 
 Heavy imports happen inside each sub-command so `causalvision --help` is instant.
@@ -185,7 +185,7 @@ def _audit(args: argparse.Namespace) -> int:
     if not (pathlib.Path(args.scm) / "config.json").is_file():
         raise ValueError(f"--scm: {args.scm!r} holds no training run (no config.json)")
     say(f"loading the deep SCM run {args.scm}")
-    config, _, scm = load_deep_scm(args.scm)
+    config, _, scm = load_deep_scm(args.scm, **_image_options(args))
     dataset = dataset_of(config.data)
     interventions = [parse_do(text, dataset) for text in args.do]
     curves = [_parse_curve(text, dataset) for text in args.curve]
@@ -377,6 +377,13 @@ def _parser() -> argparse.ArgumentParser:
         help="an effect curve over STEPS values from V1 to V2; repeatable",
     )
     audit.add_argument("--attribute", default=None, help="the class attribute of a run's head")
+    audit.add_argument(
+        "--pixel-noise",
+        choices=("abduct", "mean"),
+        default=None,
+        help="Gaussian-decoder image models: keep the factual pixel residual (default) or "
+        "predict mean images",
+    )
     audit.add_argument(
         "--no-exact",
         action="store_true",

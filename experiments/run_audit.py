@@ -70,6 +70,7 @@ def audit(
     interventions: Sequence[Mapping[str, float]] = INTERVENTIONS,
     seed: int = 0,
     num_bootstrap: int = 1000,
+    image_options: Mapping[str, Any] | None = None,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Audit each classifier run on the same held-out unconfounded units; a JSON-ready dict.
@@ -86,10 +87,10 @@ def audit(
     reference = load_config(str(pathlib.Path(runs["unconfounded"]) / "config.json"))
     with_exact = False
     if deep_scm is not None and (pathlib.Path(deep_scm) / "config.json").is_file():
-        config, _, scm = load_deep_scm(deep_scm)
+        config, _, scm = load_deep_scm(deep_scm, **(image_options or {}))
         dataset = dataset_of(config.data)
         images = scm_counterfactuals(scm, dataset)
-        source = f"deep SCM {deep_scm}"
+        source = f"deep SCM {deep_scm} {dict(image_options or {})}"
         with_exact = True  # beside the generator's exact ones: how much is the SCM's error
     else:
         dataset = dataset_of(reference.data)
@@ -178,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--unconfounded", help="an existing unconfounded classifier run")
     parser.add_argument("--deep-scm", default="runs/demo/deep_scm", help="a deep SCM run")
     parser.add_argument("--units", type=int, default=256)
+    parser.add_argument("--pixel-noise", choices=("abduct", "mean"), default=None,
+                        help="the deep SCM's image abduction (default: its own)")  # fmt: skip
     parser.add_argument("--preset-suffix", default="", help="e.g. _tiny")
     parser.add_argument("--out", help="JSON file (default: <workdir>/audit.json)")
     args = parser.parse_args(argv)
@@ -185,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         runs = {"confounded": args.confounded, "unconfounded": args.unconfounded}
     else:
         runs = train_classifiers(args.workdir, args.preset_suffix)
-    result = audit(runs, deep_scm=args.deep_scm, units=args.units)
+    options = {} if args.pixel_noise is None else {"pixel_noise": args.pixel_noise}
+    result = audit(runs, deep_scm=args.deep_scm, units=args.units, image_options=options)
     report(result)
     out = pathlib.Path(args.out or pathlib.Path(args.workdir) / "audit.json")
     out.parent.mkdir(parents=True, exist_ok=True)
