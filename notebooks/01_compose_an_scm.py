@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
+import causalvision
 from causalvision.scm import (
     SCM,
     Categorical,
@@ -40,6 +41,8 @@ from causalvision.scm import (
     estimate_effect,
     from_world,
 )
+
+causalvision.enable_compilation_cache()  # a program compiled once loads from disk later
 
 keys = iter(jax.random.split(jax.random.key(seed), 16))
 

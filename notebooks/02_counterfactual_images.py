@@ -33,6 +33,7 @@ workdir = "../runs/notebook_02"
 import matplotlib.pyplot as plt
 import numpy as np
 
+import causalvision
 from causalvision.audit import (
     counterfactual_grid,
     counterfactual_rows,
@@ -45,6 +46,8 @@ from causalvision.audit import (
 from causalvision.data import MorphoDigits
 from causalvision.metrics import composition, ground_truth_error
 from causalvision.train import load_config, train_and_evaluate
+
+causalvision.enable_compilation_cache()  # a program compiled once loads from disk later
 
 # %% [markdown]
 # ## Train

@@ -38,9 +38,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
+import causalvision
 from causalvision.data import ConfoundedShapes
 from causalvision.metrics import group_accuracy, group_index
 from causalvision.train import load_config, train_and_evaluate
+
+causalvision.enable_compilation_cache()  # a program compiled once loads from disk later
 
 workdir = pathlib.Path(workdir)
 shapes = ConfoundedShapes(num_classes=4, agreement=0.95, image_size=32)

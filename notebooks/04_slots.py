@@ -35,9 +35,12 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
+import causalvision
 from causalvision.audit import evaluate_run, segmentation_colours
 from causalvision.train import load_config, train_and_evaluate
 from causalvision.train.data import dataset_of
+
+causalvision.enable_compilation_cache()  # a program compiled once loads from disk later
 
 workdir = pathlib.Path(workdir)
 config = load_config(

@@ -39,9 +39,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 
+import causalvision
 from causalvision.audit import held_out_examples, load_deep_scm, true_counterfactual
 from causalvision.train import load_config, train_and_evaluate
 from causalvision.train.data import dataset_of
+
+causalvision.enable_compilation_cache()  # a program compiled once loads from disk later
 
 
 def show(rows):

@@ -43,10 +43,13 @@ import numpy as np
 from flax import nnx
 from IPython.display import display
 
+import causalvision
 from causalvision.data import GeneratedSource, quantize_image, stack_examples
 from causalvision.metrics.captioning import ObjectVocabulary, chair, cider_d
 from causalvision.train import load_config, load_run, train_and_evaluate
 from causalvision.train.data import dataset_of
+
+causalvision.enable_compilation_cache()  # a program compiled once loads from disk later
 
 EXPERIMENT = "../experiments/captioning.py"
 

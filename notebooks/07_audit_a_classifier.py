@@ -44,6 +44,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import display
 
+import causalvision
 from causalvision.audit import (
     as_classifier,
     audit_classifier,
@@ -54,6 +55,8 @@ from causalvision.audit import (
 from causalvision.audit.counterfactuals import held_out_examples
 from causalvision.train import load_config, train_and_evaluate
 from causalvision.train.data import dataset_of
+
+causalvision.enable_compilation_cache()  # a program compiled once loads from disk later
 
 EXPERIMENT = "../experiments/audit_classifier.py"
 workdir = pathlib.Path(workdir)
