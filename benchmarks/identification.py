@@ -36,75 +36,19 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import Failure, Parser, fmt, host_info, print_columns, run_main, write_results
 
-from causalvision.graph import CausalGraph, Fraction, Prob, Product, Sum
+from causalvision.graph import CausalGraph, Fraction, Prob, Product, RandomBinarySCM, Sum
 from causalvision.graph.expression import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results" / "identification.json"
 TOL = 1e-9
 
 Query = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
-
-
-# ------------------------------------------------------------------------ exact discrete SCMs
-# Copied from tests/test_id_algorithm.py (benchmarks do not import the tests).
-class DiscreteSCM:
-    """Binary variables with random CPTs over a `CausalGraph` (latent nodes included)."""
-
-    def __init__(self, graph: CausalGraph, rng: np.random.Generator) -> None:
-        self.graph = graph
-        self.nodes = graph.nodes
-        self.axis = {n: i for i, n in enumerate(self.nodes)}
-        self.parents = {n: sorted(graph.parents(n)) for n in self.nodes}
-        self.cpt = {}
-        for n in self.nodes:
-            p1 = rng.uniform(0.1, 0.9, size=(2,) * len(self.parents[n]))
-            self.cpt[n] = np.stack([1 - p1, p1], axis=-1)  # axes: parents..., n
-
-    def joint(self, do: Mapping[str, int] | None = None) -> np.ndarray:
-        """The joint over every node (axes in `nodes` order), under ``do``."""
-        do = do or {}
-        k = len(self.nodes)
-        out = np.ones((2,) * k)
-        for n in self.nodes:
-            names = [*self.parents[n], n]
-            if n in do:
-                table = np.zeros((2,) * len(names))
-                table[..., do[n]] = 1.0
-            else:
-                table = self.cpt[n]
-            order = sorted(range(len(names)), key=lambda i: self.axis[names[i]])
-            shape = [1] * k
-            for i in order:
-                shape[self.axis[names[i]]] = 2
-            out = out * np.transpose(table, order).reshape(shape)
-        return out
-
-    def marginal(self, joint: np.ndarray, names: Sequence[str]) -> np.ndarray:
-        drop = tuple(i for n, i in self.axis.items() if n not in names)
-        kept = sorted(names, key=self.axis.__getitem__)
-        return np.transpose(joint.sum(axis=drop), [kept.index(n) for n in names])
-
-    def observational(self) -> np.ndarray:
-        """The joint over the observed nodes, axes in ``graph.observed`` order."""
-        return self.marginal(self.joint(), self.graph.observed)
-
-    def truth(self, xs: Sequence[str], ys: Sequence[str], zs: Sequence[str] = ()) -> np.ndarray:
-        """``P(ys | do(xs), zs)`` with axes (xs, zs, ys), by enumeration."""
-        out = np.empty((2,) * (len(xs) + len(zs) + len(ys)))
-        for xv in itertools.product((0, 1), repeat=len(xs)):
-            joint = self.marginal(self.joint(dict(zip(xs, xv, strict=True))), [*zs, *ys])
-            if zs:
-                norm = joint.sum(axis=tuple(range(len(zs), len(zs) + len(ys))), keepdims=True)
-                joint = joint / norm
-            out[xv] = joint
-        return out
 
 
 # ------------------------------------------------------------------------------------ graphs
@@ -236,13 +180,13 @@ def max_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_query(
-    g: CausalGraph, query: Query, model: DiscreteSCM, table: np.ndarray, peer: Y0 | None,
+    g: CausalGraph, query: Query, model: RandomBinarySCM, table: np.ndarray, peer: Y0 | None,
     peer_graph: Any, repeats: int,
 ) -> dict[str, Any]:  # fmt: skip
     xs, ys, zs = query
     ours_s, result = best_of(lambda: g.identify(xs, ys, given=zs or None, method="id"), repeats)
     ours_ok = result.expression is not None
-    truth = model.truth(result.treatment, result.outcome, result.given)
+    truth = model.interventional(result.treatment, result.outcome, result.given)
     out: dict[str, Any] = {
         "treatment": list(xs), "outcome": list(ys), "given": list(zs),
         "ours_s": ours_s, "ours_strategy": result.strategy, "ours_identified": ours_ok,
@@ -403,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         cases.append((f"random {k}", g, random_queries(g, rng)))
     named_rows, random_rows, graph_rows = [], [], []
     for name, g, queries in cases:
-        model = DiscreteSCM(g, rng)
+        model = RandomBinarySCM(g, rng)
         table = model.observational()
         peer_graph = peer.graph(g) if peer else None
         rows = [run_query(g, q, model, table, peer, peer_graph, args.repeats) for q in queries]

@@ -4,7 +4,7 @@ graphs, and random graphs checked exactly against enumeration of random discrete
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
 import networkx as nx
 import numpy as np
@@ -18,6 +18,7 @@ from causalvision.graph import (
     LatentProjection,
     Prob,
     Product,
+    RandomBinarySCM,
     Sum,
 )
 from causalvision.graph.expression import evaluate
@@ -26,71 +27,10 @@ TOL = 1e-9
 
 
 # ------------------------------------------------------------------------ exact discrete SCMs
-class DiscreteSCM:
-    """Binary variables with random CPTs over a `CausalGraph` (latent nodes included)."""
-
-    def __init__(self, graph: CausalGraph, rng: np.random.Generator) -> None:
-        self.graph = graph
-        self.nodes = graph.nodes
-        self.axis = {n: i for i, n in enumerate(self.nodes)}
-        self.parents = {n: sorted(graph.parents(n)) for n in self.nodes}
-        self.cpt = {}
-        for n in self.nodes:
-            p1 = rng.uniform(0.1, 0.9, size=(2,) * len(self.parents[n]))
-            self.cpt[n] = np.stack([1 - p1, p1], axis=-1)  # axes: parents..., n
-
-    def joint(self, do: Mapping[str, int] | None = None) -> np.ndarray:
-        """The joint over every node (axes in `nodes` order), under ``do``."""
-        do = do or {}
-        k = len(self.nodes)
-        out = np.ones((2,) * k)
-        for n in self.nodes:
-            names = [*self.parents[n], n]
-            if n in do:
-                table = np.zeros((2,) * len(names))
-                table[..., do[n]] = 1.0
-            else:
-                table = self.cpt[n]
-            order = sorted(range(len(names)), key=lambda i: self.axis[names[i]])
-            shape = [1] * k
-            for i in order:
-                shape[self.axis[names[i]]] = 2
-            out = out * np.transpose(table, order).reshape(shape)
-        return out
-
-    def marginal(self, joint: np.ndarray, names: Sequence[str]) -> np.ndarray:
-        drop = tuple(i for n, i in self.axis.items() if n not in names)
-        kept = sorted(names, key=self.axis.__getitem__)
-        return np.transpose(joint.sum(axis=drop), [kept.index(n) for n in names])
-
-    def observational(self) -> np.ndarray:
-        """The joint over the observed nodes, axes in ``graph.observed`` order."""
-        return self.marginal(self.joint(), self.graph.observed)
-
-    def truth(self, xs: Sequence[str], ys: Sequence[str], zs: Sequence[str] = ()) -> np.ndarray:
-        """``P(ys | do(xs), zs)`` with axes (xs, zs, ys), by enumeration."""
-        out = np.empty((2,) * (len(xs) + len(zs) + len(ys)))
-        for xv in itertools.product((0, 1), repeat=len(xs)):
-            joint = self.marginal(self.joint(dict(zip(xs, xv, strict=True))), [*zs, *ys])
-            if zs:
-                norm = joint.sum(axis=tuple(range(len(zs), len(zs) + len(ys))), keepdims=True)
-                joint = joint / norm
-            out[xv] = joint
-        return out
-
-    def sample(self, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        data: dict[str, np.ndarray] = {}
-        for n in self.nodes:
-            pa = tuple(data[p] for p in self.parents[n])
-            p1 = self.cpt[n][(*pa, 1)] if pa else np.full(size, self.cpt[n][1])
-            data[n] = (rng.random(size) < p1).astype(np.int64)
-        return {n: data[n] for n in self.graph.observed}
-
-
-def check_value(g: CausalGraph, result: Identification, model: DiscreteSCM) -> None:
+def check_value(g: CausalGraph, result: Identification, model: RandomBinarySCM) -> None:
     assert result.expression is not None, result.estimand
     got = result.evaluate(model.observational(), g.observed)
-    want = model.truth(result.treatment, result.outcome, result.given)
+    want = model.interventional(result.treatment, result.outcome, result.given)
     np.testing.assert_allclose(got, want, rtol=0, atol=TOL, err_msg=result.estimand)
 
 
@@ -217,7 +157,7 @@ def test_napkin_is_identified_by_id() -> None:
         "(Σ_{W1} P(X | W1, W2) P(W1))]"
     )
     for seed in range(5):
-        check_value(NAPKIN, result, DiscreteSCM(NAPKIN, np.random.default_rng(seed)))
+        check_value(NAPKIN, result, RandomBinarySCM(NAPKIN, np.random.default_rng(seed)))
 
 
 def test_frontdoor_with_observed_confounder_of_mediator_and_outcome() -> None:
@@ -227,7 +167,7 @@ def test_frontdoor_with_observed_confounder_of_mediator_and_outcome() -> None:
     assert g.smallest_frontdoor_set("X", "Y") is None
     result = g.identify("X", "Y")
     assert result.strategy == "id"
-    check_value(g, result, DiscreteSCM(g, np.random.default_rng(1)))
+    check_value(g, result, RandomBinarySCM(g, np.random.default_rng(1)))
 
 
 def test_sequential_treatments() -> None:
@@ -237,7 +177,7 @@ def test_sequential_treatments() -> None:
     result = g.identify(["X1", "X2"], "Y")
     assert result.strategy == "id"
     assert str(result) == "P(Y | do(X1, X2)) = Σ_{Z} P(Y | X1, X2, Z) P(Z | X1)"
-    check_value(g, result, DiscreteSCM(g, np.random.default_rng(2)))
+    check_value(g, result, RandomBinarySCM(g, np.random.default_rng(2)))
 
 
 def test_bow_arc_has_a_hedge() -> None:
@@ -286,7 +226,7 @@ def test_pearl_identifiable(name: str) -> None:
     auto, by_id = g.identify("X", "Y"), g.identify("X", "Y", method="id")
     assert by_id.strategy == "id"
     for seed in range(3):
-        model = DiscreteSCM(g, np.random.default_rng(seed))
+        model = RandomBinarySCM(g, np.random.default_rng(seed))
         check_value(g, auto, model)
         check_value(g, by_id, model)
 
@@ -317,12 +257,12 @@ def test_idc_conditional_queries() -> None:
     result = g.identify("X", "Y", given="Z")
     assert result.strategy == "idc" and result.axes == ("X", "Z", "Y")
     assert str(result) == "P(Y | do(X), Z) = Σ_{X'} P(Y | X', Z) P(X')"
-    check_value(g, result, DiscreteSCM(g, np.random.default_rng(3)))
+    check_value(g, result, RandomBinarySCM(g, np.random.default_rng(3)))
     # Napkin conditioned on W2: not identifiable... unless by IDC; check whatever it says.
     for given in (["W2"], ["W1"], ["W1", "W2"]):
         res = NAPKIN.identify("X", "Y", given=given)
         if res.strategy == "idc":
-            check_value(NAPKIN, res, DiscreteSCM(NAPKIN, np.random.default_rng(4)))
+            check_value(NAPKIN, res, RandomBinarySCM(NAPKIN, np.random.default_rng(4)))
         else:
             check_hedge(NAPKIN, res, ["X"])
     bow = NOT_IDENTIFIABLE["bow"]
@@ -343,7 +283,7 @@ def test_query_validation() -> None:
 # ------------------------------------------------------------------------ evaluation inputs
 def test_evaluate_accepts_dict_tables_and_samples() -> None:
     g = NAPKIN
-    model = DiscreteSCM(g, np.random.default_rng(7))
+    model = RandomBinarySCM(g, np.random.default_rng(7))
     result = g.identify("X", "Y")
     table = model.observational()
     as_dict = {k: float(table[k]) for k in itertools.product((0, 1), repeat=table.ndim)}
@@ -357,7 +297,7 @@ def test_evaluate_accepts_dict_tables_and_samples() -> None:
     np.add.at(empirical, tuple(columns), 1.0 / len(columns[0]))
     plug_in = result.evaluate(data)
     np.testing.assert_allclose(plug_in, result.evaluate(empirical, g.observed), atol=1e-12)
-    np.testing.assert_allclose(plug_in, model.truth(["X"], ["Y"]), atol=0.02)
+    np.testing.assert_allclose(plug_in, model.interventional(["X"], ["Y"]), atol=0.02)
     with pytest.raises(ValueError, match="discrete"):
         result.evaluate({**data, "X": data["X"] + 0.5})
     with pytest.raises(ValueError, match="nodes"):
@@ -426,7 +366,7 @@ def test_random_graphs_against_enumeration() -> None:
     counts = {"backdoor": 0, "frontdoor": 0, "id": 0, "idc": 0, "none": 0}
     for _ in range(200):
         g = random_graph(rng)
-        model = DiscreteSCM(g, rng)
+        model = RandomBinarySCM(g, rng)
         table = model.observational()
         for xs, ys, zs in random_queries(g, rng):
             result = g.identify(xs, ys, given=zs or None)
@@ -439,7 +379,7 @@ def test_random_graphs_against_enumeration() -> None:
                 assert g.smallest_backdoor_set(xs, ys) is None or zs
                 continue
             got = result.evaluate(table, g.observed)
-            want = model.truth(result.treatment, result.outcome, result.given)
+            want = model.interventional(result.treatment, result.outcome, result.given)
             np.testing.assert_allclose(got, want, rtol=0, atol=TOL, err_msg=result.estimand)
             if result.strategy in ("backdoor", "frontdoor"):  # ID agrees with the adjustment
                 by_id = g.identify(xs, ys, method="id")
@@ -456,7 +396,7 @@ def test_random_graphs_with_inner_latent_nodes() -> None:
     identified = 0
     for _ in range(60):
         g = random_graph(rng, latent_anywhere=True)
-        model = DiscreteSCM(g, rng)
+        model = RandomBinarySCM(g, rng)
         for xs, ys, zs in random_queries(g, rng)[::3]:
             result = g.identify(xs, ys, given=zs or None)
             if result.strategy == "none":
@@ -473,9 +413,9 @@ def test_estimators_evaluate_the_id_estimand_by_plug_in() -> None:
 
     from causalvision.scm.estimators import estimate_effect, interventional_distribution
 
-    model = DiscreteSCM(NAPKIN, np.random.default_rng(11))
+    model = RandomBinarySCM(NAPKIN, np.random.default_rng(11))
     data = model.sample(50_000, np.random.default_rng(12))
-    truth = model.truth(["X"], ["Y"])
+    truth = model.interventional(["X"], ["Y"])
     dist = interventional_distribution(data, "X", "Y", 1, graph=NAPKIN)
     assert set(dist) == {0, 1} and abs(sum(dist.values()) - 1) < 1e-9
     np.testing.assert_allclose([dist[0], dist[1]], truth[1], atol=0.02)

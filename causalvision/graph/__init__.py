@@ -4,6 +4,7 @@ evaluable expression trees. Pure Python on top of networkx and numpy; imports no
 causalvision."""
 
 from causalvision.graph.causal_graph import CausalGraph
+from causalvision.graph.enumeration import RandomBinarySCM
 from causalvision.graph.expression import Expression, Fraction, Prob, Product, Sum
 from causalvision.graph.id_algorithm import Hedge, LatentProjection
 from causalvision.graph.identification import Identification
@@ -17,5 +18,6 @@ __all__ = [
     "LatentProjection",
     "Prob",
     "Product",
+    "RandomBinarySCM",
     "Sum",
 ]
