@@ -11,6 +11,7 @@ writes it fails to decompress, and JAX then warns and compiles instead.
 
 import atexit
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -34,6 +35,29 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     # Every program, not only those over 1 s: tiny models compile in many short programs.
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium from the system (Debian's chromium and chromium-driver, which
+    .ci/run installs; missing, the test fails rather than skips), recording the console."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not pathlib.Path(p).exists()]
+    assert not missing, f"{missing} missing: apt-get install chromium chromium-driver (.ci/run)"
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
+        options.add_argument(argument)
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
 
 
 @pytest.fixture

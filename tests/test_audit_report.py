@@ -28,8 +28,6 @@ from causalvision.cli import main as cli_main
 from causalvision.data import GeneratedSource, get_dataset, stack_examples
 from causalvision.train import load_config, train_and_evaluate
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 ROOT = pathlib.Path(__file__).parent.parent
 VAE = ROOT / "experiments" / "morpho_vae.py"
 DATASET = get_dataset("morpho_digits")
@@ -94,50 +92,32 @@ def audited(tmp_path_factory):
     return record, curve
 
 
-def _browser():
-    """Headless Chromium from the system (Debian's chromium and chromium-driver: .ci/run)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not pathlib.Path(p).exists()]
-    assert not missing, f"{missing} missing: apt-get install chromium chromium-driver (.ci/run)"
-    options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(argument)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
-def _render(page: pathlib.Path, screenshot: pathlib.Path) -> dict:
-    """Opens `page`; checks the console and every image; returns counts of the page's parts."""
-    driver = _browser()
-    try:
-        driver.get(page.resolve().as_uri())
-        severe = [m for m in driver.get_log("browser") if m["level"] == "SEVERE"]
-        assert not severe, severe
-        images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth]);"
-        )
-        assert images and all(done and width > 0 for done, width in images), images
-        counts = driver.execute_script(
-            "return {summary: document.querySelectorAll('#summary tbody tr').length,"
-            " metrics: document.querySelectorAll('#metrics tbody tr').length,"
-            " images: document.images.length,"
-            " external: document.querySelectorAll('script, link, [src^=http]').length};"
-        )
-        assert driver.save_screenshot(str(screenshot))
-    finally:
-        driver.quit()
+def _render(driver, page: pathlib.Path, screenshot: pathlib.Path) -> dict:
+    """Opens `page` in `driver`; checks the console and every image; returns counts of the
+    page's parts."""
+    driver.get(page.resolve().as_uri())
+    severe = [m for m in driver.get_log("browser") if m["level"] == "SEVERE"]
+    assert not severe, severe
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => [i.complete, i.naturalWidth]);"
+    )
+    assert images and all(done and width > 0 for done, width in images), images
+    counts = driver.execute_script(
+        "return {summary: document.querySelectorAll('#summary tbody tr').length,"
+        " metrics: document.querySelectorAll('#metrics tbody tr').length,"
+        " images: document.images.length,"
+        " external: document.querySelectorAll('script, link, [src^=http]').length};"
+    )
+    assert driver.save_screenshot(str(screenshot))
     data = screenshot.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
     return counts
 
 
-def test_the_report_renders_in_a_headless_browser(audited, tmp_path):
+def test_the_report_renders_in_a_headless_browser(audited, tmp_path, browser):
     record, curve = audited
     report = write_report(record, tmp_path / "out", title="Audit <planted> & co", curves=curve)
-    counts = _render(tmp_path / "out" / "report.html", tmp_path / "screen.png")
+    counts = _render(browser, tmp_path / "out" / "report.html", tmp_path / "screen.png")
     assert counts["summary"] == len(INTERVENTIONS)
     assert counts["external"] == 0
     # Per intervention a grid, an effect plot and an effect map; one curve.
@@ -230,7 +210,7 @@ def test_cli_audit_refuses_bad_input_in_one_line(tiny_run, tmp_path, capsys, cha
     assert not (tmp_path / "out" / "report.html").exists()
 
 
-def test_run_report_shows_metrics_and_grids(audited, tmp_path, capsys):
+def test_run_report_shows_metrics_and_grids(audited, tmp_path, capsys, browser):
     record, _ = audited
     write_report(record, tmp_path / "audit", title="t")
     run = tmp_path / "run"
@@ -241,7 +221,7 @@ def test_run_report_shows_metrics_and_grids(audited, tmp_path, capsys):
     (run / "metrics.json").write_text(json.dumps(metrics))
     assert cli_main(["report", str(run)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {run / 'report.html'}"
-    counts = _render(run / "report.html", tmp_path / "screen.png")
+    counts = _render(browser, run / "report.html", tmp_path / "screen.png")
     assert counts == {"summary": 0, "metrics": 3, "images": 2, "external": 0}
     with pytest.raises(ValueError, match=r"no metrics\.json"):
         write_run_report(tmp_path / "audit")

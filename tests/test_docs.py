@@ -34,8 +34,6 @@ PACKAGES = (
 )
 # Public names known to lack documentation, each with why it is not fixed here. A type alias
 # takes its documentation from a "#:" comment above it in its module's source.
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 BUILD_BUDGET_S = 120  # about 25 s on a quiet 2-core machine
 
 
@@ -140,38 +138,18 @@ def test_docstring_examples_run():
     assert not slow, f"docstring examples should run in about a second: {slow}"
 
 
-def _browser():
-    """Headless Chromium from the system, as in tests/test_audit_report.py."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not pathlib.Path(p).exists()]
-    assert not missing, f"{missing} missing: apt-get install chromium chromium-driver (.ci/run)"
-    options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(argument)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-
-
 @pytest.mark.parametrize(
     ("page", "min_images"),
     [("index.html", 1), ("tutorials/01_compose_an_scm.html", 0), ("performance.html", 3)],
 )
-def test_pages_load_in_chromium(site, page, min_images):
-    driver = _browser()
-    try:
-        driver.get((site / page).resolve().as_uri())
-        driver.execute_script("return document.readyState")
-        severe = [m for m in driver.get_log("browser") if m["level"] == "SEVERE"]
-        assert not severe, severe
-        images = driver.execute_script(
-            "return Array.from(document.images).map(i => [i.src, i.complete, i.naturalWidth]);"
-        )
-        assert len(images) >= min_images, images
-        assert all(done and width > 0 for _, done, width in images), images
-        title = driver.execute_script("return document.querySelector('h1').textContent")
-        assert title.strip(), page
-    finally:
-        driver.quit()
+def test_pages_load_in_chromium(site, page, min_images, browser):
+    browser.get((site / page).resolve().as_uri())
+    severe = [m for m in browser.get_log("browser") if m["level"] == "SEVERE"]
+    assert not severe, severe
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.src, i.complete, i.naturalWidth]);"
+    )
+    assert len(images) >= min_images, images
+    assert all(done and width > 0 for _, done, width in images), images
+    title = browser.execute_script("return document.querySelector('h1').textContent")
+    assert title.strip(), page
