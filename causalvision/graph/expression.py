@@ -18,6 +18,7 @@ weight zero do not count).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,27 +40,20 @@ def _sorted(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(set(names)))
 
 
-class Expression:
+class Expression(abc.ABC):
     """Base class of estimand nodes (`Prob`, `Product`, `Sum`, `Fraction`)."""
 
+    @abc.abstractmethod
     def free(self) -> frozenset[str]:
         """The free variables: the nodes whose values the expression is a function of."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def nodes(self) -> frozenset[str]:
         """Every node the expression mentions (free or bound): the data it needs."""
-        if isinstance(self, Prob):
-            return self.free()
-        if isinstance(self, Product):
-            return frozenset().union(*(f.nodes() for f in self.factors))
-        if isinstance(self, Sum):
-            return self.body.nodes() | frozenset(self.over)
-        if isinstance(self, Fraction):
-            return self.numerator.nodes() | self.denominator.nodes()
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _format(self, names: Mapping[str, str], used: frozenset[str]) -> str:
-        raise NotImplementedError
+        """The text, with `names` for the variables in scope and `used` names taken."""
 
     def __str__(self) -> str:
         return self.format()
@@ -94,6 +88,9 @@ class Prob(Expression):
     def free(self) -> frozenset[str]:
         return frozenset(self.variables) | frozenset(self.given)
 
+    def nodes(self) -> frozenset[str]:
+        return self.free()
+
     def _format(self, names: Mapping[str, str], used: frozenset[str]) -> str:
         lhs = ", ".join(names[v] for v in self.variables)
         if not self.given:
@@ -109,6 +106,9 @@ class Product(Expression):
 
     def free(self) -> frozenset[str]:
         return frozenset().union(*(f.free() for f in self.factors))
+
+    def nodes(self) -> frozenset[str]:
+        return frozenset().union(*(f.nodes() for f in self.factors))
 
     def _format(self, names: Mapping[str, str], used: frozenset[str]) -> str:
         if not self.factors:
@@ -141,6 +141,9 @@ class Sum(Expression):
     def free(self) -> frozenset[str]:
         return self.body.free() - frozenset(self.over)
 
+    def nodes(self) -> frozenset[str]:
+        return self.body.nodes() | frozenset(self.over)
+
     def _format(self, names: Mapping[str, str], used: frozenset[str]) -> str:
         inner = dict(names)
         taken = set(used)
@@ -163,6 +166,9 @@ class Fraction(Expression):
 
     def free(self) -> frozenset[str]:
         return self.numerator.free() | self.denominator.free()
+
+    def nodes(self) -> frozenset[str]:
+        return self.numerator.nodes() | self.denominator.nodes()
 
     def _format(self, names: Mapping[str, str], used: frozenset[str]) -> str:
         num = self.numerator._format(names, used)
