@@ -294,23 +294,25 @@ def _check_irregular(irregular_plurals: Any) -> dict[str, str]:
     return irregular
 
 
+def _one_per(value: Any, argument: str, num: int, item: str, per: str) -> list[Any]:
+    """`value` as a list of `num` entries, one `item` per `per` (not a string)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValueError(f"{argument}: expected one {item} per {per}, got {_describe(value)}")
+    value = list(value)
+    if len(value) != num:
+        raise ValueError(f"{argument}: expected {num} entries (one per {per}), got {len(value)}")
+    return value
+
+
 def _check_object_inputs(
     captions: Any, true_objects: Any, vocabulary: Any
 ) -> tuple[list[str], list[set[str]]]:
     if not isinstance(vocabulary, ObjectVocabulary):
         raise ValueError(f"vocabulary: expected an ObjectVocabulary, got {_describe(vocabulary)}")
     captions = _check_texts(captions, "captions")
-    if isinstance(true_objects, str | bytes) or not isinstance(true_objects, Iterable):
-        raise ValueError(
-            "true_objects: expected one collection of category names per caption, got "
-            f"{_describe(true_objects)}"
-        )
-    true_objects = list(true_objects)
-    if len(true_objects) != len(captions):
-        raise ValueError(
-            f"true_objects: expected {len(captions)} entries (one per caption), "
-            f"got {len(true_objects)}"
-        )
+    true_objects = _one_per(
+        true_objects, "true_objects", len(captions), "collection of category names", "caption"
+    )
     known = set(vocabulary.categories)
     truths = []
     for index, objects in enumerate(true_objects):
@@ -450,17 +452,9 @@ def cider_d(
 
 def _check_corpus(candidates: Any, references: Any) -> tuple[list[str], list[list[str]]]:
     candidates = _check_texts(candidates, "candidates")
-    if isinstance(references, str | bytes) or not isinstance(references, Iterable):
-        raise ValueError(
-            "references: expected one sequence of reference captions per candidate, got "
-            f"{_describe(references)}"
-        )
-    references = list(references)
-    if len(references) != len(candidates):
-        raise ValueError(
-            f"references: expected {len(candidates)} entries (one per candidate), "
-            f"got {len(references)}"
-        )
+    references = _one_per(
+        references, "references", len(candidates), "sequence of reference captions", "candidate"
+    )
     checked = []
     for index, refs in enumerate(references):
         if isinstance(refs, str):
