@@ -88,24 +88,22 @@ def _shape(value: Any) -> tuple[int, ...]:
     return tuple(np.shape(value))
 
 
-def _floats(value: Any, argument: str, ndim: int, what: str) -> Array:
+def _typed(value: Any, argument: str, ndim: int, what: str, kind: type, name: str) -> Array:
+    """`value` as an array of `ndim` dimensions whose dtype is a `kind` (`name` in errors)."""
     array = jnp.asarray(value)
-    if array.ndim != ndim or not jnp.issubdtype(array.dtype, jnp.floating):
+    if array.ndim != ndim or not jnp.issubdtype(array.dtype, kind):
         raise ValueError(
-            f"{argument}: expected a floating-point array of shape {what}, got "
-            f"{array.dtype} {_shape(array)}"
+            f"{argument}: expected {name} array of shape {what}, got {array.dtype} {_shape(array)}"
         )
     return array
+
+
+def _floats(value: Any, argument: str, ndim: int, what: str) -> Array:
+    return _typed(value, argument, ndim, what, jnp.floating, "a floating-point")
 
 
 def _ints(value: Any, argument: str, ndim: int, what: str) -> Array:
-    array = jnp.asarray(value)
-    if array.ndim != ndim or not jnp.issubdtype(array.dtype, jnp.integer):
-        raise ValueError(
-            f"{argument}: expected an integer array of shape {what}, got "
-            f"{array.dtype} {_shape(array)}"
-        )
-    return array
+    return _typed(value, argument, ndim, what, jnp.integer, "an integer")
 
 
 def _bools(value: Any, argument: str, shape: tuple[int, ...]) -> Array:
