@@ -58,6 +58,7 @@ from causalvision.nn.image_mechanism import (
 from causalvision.nn.latent_scm import LatentSCM
 from causalvision.nn.matching import DeconfoundedMatching
 from causalvision.nn.oc_crl import FlatEncoder, OCCRLModel
+from causalvision.nn.proposals import PredictorProposal
 from causalvision.nn.slots import (
     SlotAttention,
     SlotAttentionAutoEncoder,
@@ -104,6 +105,7 @@ __all__ = [
     "OCCRLModel",
     "ParentEncoding",
     "Positive",
+    "PredictorProposal",
     "Prior",
     "SlotAttention",
     "SlotAttentionAutoEncoder",

@@ -265,6 +265,32 @@ class GaussianDecoderMechanism(Mechanism):
         latent = self.model.abduct_latent_noise(from_pixels(value), context, None)
         return to_pixels(self.model.decode(latent, context)[0])
 
+    def log_likelihood(self, value: Array, parents: Mapping[str, Array]) -> Array:
+        """`log p(x, ε̂ | parents)` per unit `(N,)`: a plug-in for the intractable
+        `log p(x | parents)`.
+
+        The decoder's discretised Gaussian log density of the image (`value` in [0, 255],
+        `(N, H, W, C)`) at the abducted latent noise ε̂ (the posterior mean given these
+        parents), plus the standard-normal log density of ε̂: the joint density at the
+        latents' mode, a Laplace approximation without its curvature term. Parents that
+        explain the image need latents neither far from the prior nor leaving a large
+        pixel residual. Deterministic, so a unit's importance weights differ only by the
+        proposed parents.
+        """
+        from causalvision.nn.hvae import discretized_gaussian_log_likelihood
+
+        x = from_pixels(value)
+        context = self.encoding(parents)
+        latent = self.model.abduct_latent_noise(x, context, None)
+        loc, log_scale = self.model.decode(latent, context)
+        num = x.shape[0]
+        log_px = discretized_gaussian_log_likelihood(x, loc, log_scale).reshape(num, -1).sum(-1)
+        log_prior = sum(
+            jax.scipy.stats.norm.logpdf(eps).reshape(num, -1).sum(-1)
+            for eps in jax.tree.leaves(latent)
+        )
+        return log_px + log_prior
+
     def abduct(
         self,
         value: Array,

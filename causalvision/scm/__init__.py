@@ -10,6 +10,7 @@ from causalvision.scm.estimators import (
     frontdoor_adjustment,
     interventional_distribution,
 )
+from causalvision.scm.importance import ImportanceDraws, importance_posterior
 from causalvision.scm.interop import FitResult
 from causalvision.scm.mechanisms import (
     AdditiveNoise,
@@ -30,6 +31,7 @@ __all__ = [
     "Categorical",
     "Estimate",
     "FitResult",
+    "ImportanceDraws",
     "Inference",
     "LinearGaussian",
     "Mechanism",
@@ -41,6 +43,7 @@ __all__ = [
     "estimate_effect",
     "from_world",
     "frontdoor_adjustment",
+    "importance_posterior",
     "interventional_distribution",
     "lenient_promotion",
     "mechanism_dataclass",

@@ -22,6 +22,7 @@ import numpy as np
 from causalvision.graph import CausalGraph
 from causalvision.scm._validation import as_node_list, check_data, check_finite, check_known
 from causalvision.scm.estimate import Estimate, mean_and_stderr
+from causalvision.scm.importance import importance_sites
 from causalvision.scm.mechanisms import Inference, Mechanism
 from causalvision.scm.partial import MissingPlan, complete, infer_sites, plan_missing
 from causalvision.validation import check_int, check_key
@@ -339,8 +340,9 @@ class SCM:
           key: needed when a mechanism abducts by posterior draws (categorical, inference)
             and whenever `factual` omits nodes.
           num_samples: posterior draws per unit; adds a leading axis `(S, N, ...)`.
-          inference: how omitted nodes are inferred (SVI or NUTS, see `Inference`); default
-            `Inference()`. See `causalvision.scm.partial`.
+          inference: how omitted nodes are inferred (SVI, NUTS, or importance sampling
+            from a proposal such as an attribute predictor, see `Inference`); default
+            `Inference()`. See `causalvision.scm.partial` and `causalvision.scm.importance`.
         Returns:
           The counterfactual value of every node. Nodes that no intervened node can reach
           keep their factual values (observed nodes) or posterior draws (omitted ones).
@@ -467,7 +469,11 @@ class SCM:
                 f"posterior draws; pass a PRNG `key`"
             )
         key = check_key(key)
-        plan = plan_missing(self, set(observed))
+        plan = plan_missing(self, set(observed), settings.method)
+        sites = None  # SVI and NUTS infer them inside the compiled query
+        if settings.method == "importance":
+            key, key_sites = jax.random.split(key)
+            sites = importance_sites(self, observed, key_sites, plan, settings, num_samples)
         # Observed nodes with observed parents abduct their own noise, as with full data.
         own = tuple(
             n
@@ -475,7 +481,7 @@ class SCM:
             if n in observed and n not in plan.joint and n in reached and n not in overridden
         )
         results = _partial_worlds_jit(
-            self, observed, key, worlds,
+            self, observed, key, worlds, sites,
             order=order, reached=tuple(n for n in self.nodes if n in reached), own=own,
             plan=plan, settings=settings, num_samples=num_samples,
         )  # fmt: skip
@@ -852,11 +858,13 @@ def _posterior_worlds_jit(scm, factual, key, worlds, *, order, reached, to_abduc
 
 @jax.jit(static_argnames=("static", "order", "reached", "own", "plan", "settings", "num_samples"))
 def _partial_worlds_impl(
-    scm, observed, key, constants, *, static, order, reached, own, plan, settings, num_samples
-):
+    scm, observed, key, constants, sites, *, static, order, reached, own, plan, settings,
+    num_samples,
+):  # fmt: skip
     worlds = _merge_worlds(constants, static)
     key_infer, key_own, key_draw = jax.random.split(key, 3)
-    sites = infer_sites(scm, observed, key_infer, plan, settings, num_samples)
+    if sites is None:
+        sites = infer_sites(scm, observed, key_infer, plan, settings, num_samples)
     noise = scm.abduct(observed, key_own, nodes=own, num_samples=num_samples)
     fixed = {n: v for n, v in observed.items() if n not in reached}
     num_units = next(iter(observed.values())).shape[0]
@@ -872,11 +880,14 @@ def _partial_worlds_impl(
 
 
 def _partial_worlds_jit(
-    scm, observed, key, worlds, *, order, reached, own, plan: MissingPlan, settings, num_samples
-):
+    scm, observed, key, worlds, sites, *, order, reached, own, plan: MissingPlan, settings,
+    num_samples,
+):  # fmt: skip
+    """`sites`: posterior draws of the inferred nodes made before (importance sampling), or
+    None to infer them in the compiled query (SVI, NUTS)."""
     constants, static = _static_worlds(worlds)
     return _partial_worlds_impl(
-        scm, observed, key, constants,
+        scm, observed, key, constants, sites,
         static=static, order=order, reached=reached, own=own, plan=plan, settings=settings,
         num_samples=num_samples,
     )  # fmt: skip

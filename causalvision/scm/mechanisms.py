@@ -135,6 +135,16 @@ class Mechanism(abc.ABC):
         with lenient_promotion():
             return self.distribution(parents, value.shape[0]).log_prob(value)
 
+    def log_likelihood(self, value: Array, parents: Parents) -> Array:
+        """`log p(x | parents)` per unit `(N,)`, or a tractable stand-in where the density is
+        not (an image model's, see `GaussianDecoderMechanism`).
+
+        It weighs proposed values of missing parents of an observed node (importance
+        sampling, `Inference(method="importance")`). Defaults to `log_prob`; a mechanism
+        without a `distribution` overrides it to take part.
+        """
+        return self.log_prob(value, parents)
+
     def in_support(self, value: Array) -> np.ndarray | None:
         """Boolean mask, per unit, of values this node can take (checked on concrete data).
 
@@ -644,15 +654,25 @@ def _check_logits(logits: Any) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Inference:
-    """Settings of abduction by inference (`NumpyroMechanism`).
+    """How unobserved values are inferred: missing nodes of a factual, a mechanism's noise.
 
     Args:
-      method: "svi" (mean-field Normal guide, fast, approximate) or "nuts" (exact in the
-        limit, slower).
+      method: "svi" (mean-field Normal guide, fast, approximate), "nuts" (exact in the
+        limit, slower), or "importance": self-normalised importance sampling of the missing
+        nodes of a factual from `proposal` (amortised inference, e.g. an attribute
+        predictor reading an image's parents; see `causalvision.scm.importance`). Only
+        "importance" handles discrete missing nodes and observed children without a
+        density (image mechanisms, through `Mechanism.log_likelihood`).
       num_steps, learning_rate: SVI optimisation.
       num_warmup: NUTS warm-up; posterior draws come from the chain that follows it.
       obs_scale: the standard deviation of the Gaussian kernel that softly conditions the
         deterministic output on the observed value (smaller is more exact, harder to fit).
+      proposal: for "importance": `proposal(observed, key, num_proposals) -> (values,
+        log_q)`, with `observed` the factual's values `(N, ...)`, `values` a draw `(K, N,
+        ...)` of every missing node to infer (K = `num_proposals`) and `log_q` `(K, N)` the
+        proposal's joint log density of each draw. It is traced into the compiled query
+        (its arrays become constants; a new proposal object compiles anew).
+      num_proposals: K, proposals per unit for "importance".
     """
 
     method: str = "svi"
@@ -660,15 +680,29 @@ class Inference:
     learning_rate: float = 0.02
     num_warmup: int = 500
     obs_scale: float = 0.01
+    proposal: Callable[..., tuple[Mapping[str, Array], Array]] | None = None
+    num_proposals: int = 64
 
     def __post_init__(self):
-        if self.method not in ("svi", "nuts"):
-            raise ValueError(f"Inference.method: expected 'svi' or 'nuts', got {self.method!r}")
-        for name in ("num_steps", "num_warmup"):
+        if self.method not in ("svi", "nuts", "importance"):
+            raise ValueError(
+                f"Inference.method: expected 'svi', 'nuts' or 'importance', got {self.method!r}"
+            )
+        for name in ("num_steps", "num_warmup", "num_proposals"):
             object.__setattr__(self, name, check_int(getattr(self, name), f"Inference.{name}", 1))
         for name in ("learning_rate", "obs_scale"):
             value = check_real(getattr(self, name), f"Inference.{name}", 0, open_low=True)
             object.__setattr__(self, name, value)
+        if self.method == "importance" and not callable(self.proposal):
+            raise ValueError(
+                "Inference.proposal: method 'importance' needs a proposal callable "
+                f"(observed, key, num_proposals) -> (values, log_q), got {self.proposal!r}"
+            )
+        if self.method != "importance" and self.proposal is not None:
+            raise ValueError(
+                f"Inference.proposal: only method 'importance' uses a proposal, method is "
+                f"{self.method!r}"
+            )
 
 
 @mechanism_dataclass
@@ -711,6 +745,11 @@ class NumpyroMechanism(Mechanism):
         if not isinstance(self.inference, Inference):
             raise TypeError(
                 f"NumpyroMechanism.inference: expected an Inference, got {self.inference!r}"
+            )
+        if self.inference.method == "importance":
+            raise ValueError(
+                "NumpyroMechanism.inference: method 'importance' infers missing nodes of a "
+                "factual, not a mechanism's noise; use 'svi' or 'nuts'"
             )
         if self.params is None:  # discover the model's `numpyro.param` sites and their inits
             dummy = {p: jnp.zeros((1,), jnp.float32) for p in self.parents}

@@ -6,8 +6,10 @@ parent, unknown. The engine splits the missing nodes in two:
 - *inferred*: missing nodes with an observed descendant. The observations say something about
   them, so their values (the noise sites of a `NumpyroMechanism`) are drawn from the joint
   posterior given the observed nodes, by SVI or NUTS over a numpyro model of just these nodes
-  and their observed children. The noise of an inferred node, and of an observed child of one,
-  is then abducted by its own mechanism from the drawn values (exact for invertible ones).
+  and their observed children, or by importance sampling from a proposal (discrete nodes
+  and children without a density too, see `causalvision.scm.importance`). The noise of an
+  inferred node, and of an observed child of one, is then abducted by its own mechanism from
+  the drawn values (exact for invertible ones).
 - *free*: missing nodes with no observed descendant. Their posterior is their prior given
   their parents, so their noise is drawn from its prior: exact, nothing to fit.
 
@@ -75,9 +77,17 @@ def _is_discrete(mech: Mechanism) -> bool:
     return isinstance(mech, Root) and bool(mech.distribution_.support.is_discrete)
 
 
-def plan_missing(scm: SCM, observed: set[str]) -> MissingPlan:
+def _has_likelihood(mech: Mechanism) -> bool:
+    """Whether `mech.log_likelihood` is available (its own, or its density's)."""
+    if type(mech).log_likelihood is not Mechanism.log_likelihood:
+        return True
+    return not isinstance(mech, NumpyroMechanism) and _has_density(mech)
+
+
+def plan_missing(scm: SCM, observed: set[str], method: str = "svi") -> MissingPlan:
     """Split the nodes missing from `observed`; `ValueError` naming a node that can't be
-    inferred (discrete, or a density the inference needs is not available)."""
+    inferred by `method` (discrete under SVI/NUTS, or a density the inference needs is not
+    available)."""
     missing = [n for n in scm.nodes if n not in observed]
     inferred = tuple(n for n in missing if scm.graph.descendants([n]) & observed)
     joint = tuple(
@@ -85,13 +95,18 @@ def plan_missing(scm: SCM, observed: set[str]) -> MissingPlan:
         for n in scm.nodes
         if n in observed and any(p in inferred for p in scm.mechanisms[n].parents)
     )
+    if method == "importance":
+        _check_importance(scm, inferred, joint)
+        free = tuple(n for n in missing if n not in inferred)
+        return MissingPlan(inferred=inferred, free=free, joint=joint)
     for name in inferred:
         mech, seen = scm.mechanisms[name], sorted(scm.graph.descendants([name]) & observed)
         if _is_discrete(mech):
             raise ValueError(
                 f"factual: node {name!r} is missing and discrete ({type(mech).__name__}), but "
                 f"its observed descendant(s) {seen} make it a target of posterior inference, "
-                f"which (SVI, NUTS) needs continuous values; observe node {name!r}"
+                f"which (SVI, NUTS) needs continuous values; observe node {name!r}, or infer "
+                f"it by importance sampling (Inference(method='importance', proposal=...))"
             )
         if not _has_density(mech):
             raise ValueError(
@@ -106,10 +121,35 @@ def plan_missing(scm: SCM, observed: set[str]) -> MissingPlan:
             raise ValueError(
                 f"factual: node {name!r} is observed but its parent(s) {parents} are missing; "
                 f"inferring them needs the density p({name} | parents), and "
-                f"{type(mech).__name__} has none. Observe {parents} too"
+                f"{type(mech).__name__} has none. Observe {parents} too, or infer them by "
+                f"importance sampling (Inference(method='importance', proposal=...)), which "
+                f"needs only {type(mech).__name__}.log_likelihood"
             )
     free = tuple(n for n in missing if n not in inferred)
     return MissingPlan(inferred=inferred, free=free, joint=joint)
+
+
+def _check_importance(scm: SCM, inferred: tuple[str, ...], joint: tuple[str, ...]) -> None:
+    """Importance weights need `log_prob` of every inferred node and `log_likelihood` of
+    every observed child of one."""
+    for name in inferred:
+        mech = scm.mechanisms[name]
+        if isinstance(mech, NumpyroMechanism) or not _has_density(mech):
+            raise ValueError(
+                f"factual: node {name!r} is missing, and importance sampling weighs its "
+                f"proposed values by their density p({name} | parents); "
+                f"{type(mech).__name__} has none. Observe node {name!r}"
+            )
+    for name in joint:
+        mech = scm.mechanisms[name]
+        if not _has_likelihood(mech):
+            parents = [p for p in mech.parents if p in inferred]
+            raise ValueError(
+                f"factual: node {name!r} is observed but its parent(s) {parents} are missing; "
+                f"importance sampling weighs their proposed values by "
+                f"{type(mech).__name__}.log_likelihood, which it lacks (no distribution, no "
+                f"override). Observe {parents} too"
+            )
 
 
 def joint_model(scm: SCM, observed: Mapping[str, Array], plan: MissingPlan):
