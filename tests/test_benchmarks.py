@@ -13,7 +13,8 @@ def test_scm_queries_benchmark_runs_and_its_exact_answers_are_exact(tmp_path, un
     output = tmp_path / "scm_queries.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "scm_queries.py"), "--n", "1000",
                "--inference-n", "50", "--svi-steps", "20", "--repeats", "2", "--skip-peers",
-               "--output", str(output)]  # fmt: skip
+               "--partial-n", "50", "--partial-samples", "100", "--partial-methods", "svi",
+               "--partial-variants", "u", "--output", str(output)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=uncached_env)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {(r["query"], r["library"]): r for r in json.loads(output.read_text())["rows"]}
@@ -22,6 +23,11 @@ def test_scm_queries_benchmark_runs_and_its_exact_answers_are_exact(tmp_path, un
         assert ours["error"] < 1e-4, (query, ours["error"])
         assert ours["units_per_s"] > 0
     assert rows[("inference twin-world, 3-node", "causalvision (warm)")]["time_s"] > 0
+    # Hidden confounder: with Y observed, Y_cf = Y + B (x' - X) in every posterior draw.
+    hidden = rows[("partial cf, U hidden, SVI", "causalvision (warm)")]
+    assert hidden["time_s"] > 0 and hidden["y_cf_max_error"] < 1e-4, hidden
+    assert math.isfinite(rows[("partial cf, U hidden, SVI", "causalvision (cold)")]["error"])
+    assert rows[("partial cf, U hidden, SVI", "ChiRho (warm)")]["note"] == "skipped (--skip-peers)"
 
 
 def test_graph_scaling_benchmark_runs_and_its_answers_are_checked(tmp_path, uncached_env):
@@ -263,4 +269,18 @@ def test_cf_captioning_benchmark_refuses_bad_input_in_one_line(uncached_env):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=uncached_env)
     assert done.returncode == 2
     expected = "cf_captioning: error: --seeds: expected comma-separated integers, got '0,x'"
+    assert done.stderr.strip() == expected
+
+
+def test_image_alone_benchmark_refuses_a_missing_run_in_one_line(tmp_path, uncached_env):
+    # A real run needs a trained deep SCM and predictor (`make demo`); the unit tests of
+    # tests/test_amortised_counterfactuals.py cover the query it times.
+    script = str(ROOT / "benchmarks" / "image_alone_counterfactuals.py")
+    command = [sys.executable, script, "--scm", str(tmp_path), "--predictor", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=uncached_env)
+    assert done.returncode == 2
+    expected = (
+        f"image_alone_counterfactuals: error: --scm: {tmp_path} holds no run (no config.json); "
+        f"run `make demo`"
+    )
     assert done.stderr.strip() == expected
