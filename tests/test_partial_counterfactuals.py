@@ -16,6 +16,7 @@ import pytest
 
 from causalvision.scm import (
     SCM,
+    AdditiveNoise,
     Categorical,
     Inference,
     LinearGaussian,
@@ -215,3 +216,48 @@ def test_missing_nodes_that_cannot_be_inferred_are_refused_by_name():
     child = SCM({"H": Root(dist.Normal(0.0, 1.0)), "X": Doubled(("H",))})
     with pytest.raises(ValueError, match=r"node 'X' is observed but its parent\(s\) \['H'\]"):
         child.counterfactual(x, {"X": 1.0}, key, inference=SVI)
+
+
+def interaction_scm() -> SCM:
+    """Y = B X + C U X + SY e_y: the effect of X depends on the hidden U."""
+    return SCM(
+        {
+            "U": Root(dist.Normal(0.0, 1.0)),
+            "X": LinearGaussian(["U"], weights=[A], scale=SX),
+            "Y": AdditiveNoise(
+                ["X", "U"], lambda xu: B * xu[:, 0] + C * xu[:, 1] * xu[:, 0], dist.Normal(0, SY)
+            ),
+        }
+    )
+
+
+@pytest.mark.parametrize("inference", [NUTS, SVI], ids=["nuts", "svi"])
+def test_cate_given_a_node_without_its_parent_infers_the_parent(inference):
+    """E[Y_1 - Y_0 | X = x] = B + C E[U | X = x]: the hidden U's posterior sets the effect."""
+    scm = interaction_scm()
+    effect = scm.cate(
+        jax.random.key(2), "X", "Y", 1.0, 0.0, {"X": X_OBS}, num_samples=S, inference=inference
+    )
+    u_mean, u_var = u_posterior(X_OBS)
+    expected = B + C * u_mean
+    allowance = SVI_ALLOWANCE if inference is SVI else 0.0
+    # Each draw's effect is B + C U: its spread is C sd(U | x), and the stderr says so.
+    spread = np.abs(C) * np.sqrt(u_var)
+    np.testing.assert_allclose(effect.stderr, spread / np.sqrt(S), rtol=0.25)
+    assert np.all(
+        np.abs(np.asarray(effect.value) - expected) < 5 * spread / np.sqrt(S / 2) + allowance
+    )
+    one = scm.cate(
+        jax.random.key(2), "X", "Y", 1.0, 0.0, {"X": 1.0}, num_samples=S, inference=inference
+    )
+    assert (
+        np.shape(one.value) == ()
+        and abs(float(one.value) - expected[0]) < 5 * spread[0] / np.sqrt(S / 2) + allowance
+    )
+
+
+def test_cate_given_an_open_family_without_inference_says_how_to_infer_it():
+    with pytest.raises(ValueError, match=r"parent\(s\) \['U'\] are not.*inference=Inference"):
+        interaction_scm().cate(jax.random.key(0), "X", "Y", 1.0, 0.0, {"X": 1.0})
+    with pytest.raises(TypeError, match="inference: expected an Inference"):
+        interaction_scm().cate(jax.random.key(0), "X", "Y", 1.0, 0.0, {"X": 1.0}, inference="svi")

@@ -593,13 +593,18 @@ class SCM:
         given: Mapping[str, Any],
         *,
         num_samples: int = 10_000,
+        inference: Inference | None = None,
     ) -> Estimate:
         """Conditional average treatment effect `E[Y_value - Y_baseline | given]`.
 
         `given` maps nodes to observed values: scalars (one condition) or arrays `(G,)` (one
-        estimate per condition). It must be closed under parents (every parent of a given node
-        is given), so the noise posterior is exact: the given nodes' noise is abducted and
-        every other node's noise is drawn from its prior.
+        estimate per condition). Closed under parents (every parent of a given node is
+        given), the noise posterior is exact: the given nodes' noise is abducted and every
+        other node's noise is drawn from its prior. Otherwise pass `inference` (see
+        `Inference`): the missing parents and the noise they hide are inferred from `given`
+        as for a partially observed factual (`counterfactual`), and the estimate averages
+        `num_samples` posterior draws per condition (its standard error treats them as
+        independent, which NUTS draws are only approximately).
         """
         for argument, arm in (("value", value), ("baseline", baseline)):
             if callable(arm) or isinstance(arm, WorldRef):
@@ -608,13 +613,19 @@ class SCM:
         if not isinstance(given, Mapping) or not given:
             raise ValueError("given: expected a non-empty dict node -> value")
         check_known(given, self.nodes, "given")
-        for name in given:
-            missing = [p for p in self.mechanisms[name].parents if p not in given]
-            if missing:
-                raise ValueError(
-                    f"given: node {name!r} is conditioned on but its parent(s) {missing} are not; "
-                    f"condition on every parent too (exact abduction needs them)"
-                )
+        if inference is not None and not isinstance(inference, Inference):
+            raise TypeError(f"inference: expected an Inference, got {inference!r}")
+        open_families = {
+            name: [p for p in self.mechanisms[name].parents if p not in given] for name in given
+        }
+        open_families = {name: parents for name, parents in open_families.items() if parents}
+        if open_families and inference is None:
+            name, missing = next(iter(open_families.items()))
+            raise ValueError(
+                f"given: node {name!r} is conditioned on but its parent(s) {missing} are not; "
+                f"condition on every parent too (exact abduction needs them), or pass "
+                f"`inference=Inference(...)` to infer them from `given`"
+            )
         for name, condition in given.items():
             self._check_value(name, condition, f"given[{name!r}]")
         given = {n: jnp.asarray(v) for n, v in given.items()}
@@ -623,6 +634,19 @@ class SCM:
         if len(num_conditions) > 1:
             raise ValueError(f"given: arrays of conditions differ in length {num_conditions}")
         arms = ({treatment: value}, {treatment: baseline})
+        if open_families:
+            # Each condition is a partially observed unit; its effect averages posterior draws.
+            num_units = num_conditions.pop() if num_conditions else 1
+            units = {n: jnp.broadcast_to(v, (num_units,)) for n, v in given.items()}
+            worlds = self.multi_world(
+                {"treated": arms[0], "control": arms[1]},
+                factual=units,
+                key=key,
+                num_samples=num_samples,
+                inference=inference,
+            )
+            effect = mean_and_stderr(worlds["treated"][outcome] - worlds["control"][outcome])
+            return effect if any(batched.values()) else jax.tree.map(lambda a: a[0], effect)
         if not num_conditions:
             return _cate_jit(self, key, given, arms, outcome=outcome, num_samples=num_samples)
         keys = jax.random.split(key, num_conditions.pop())
