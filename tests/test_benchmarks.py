@@ -45,10 +45,7 @@ def test_graph_scaling_benchmark_runs_and_its_answers_are_checked(tmp_path, unca
 
 def test_gpu_check_smoke_run_goes_through_every_stage(tmp_path, uncached_env):
     output = tmp_path / "gpu_check.json"
-    # On the CPU, with XLA's backend optimisations off: a smoke run times nothing that counts,
-    # and its many small programs compile a third faster.
-    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
-    env = {**uncached_env, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags.strip()}
+    env = {**uncached_env, "JAX_PLATFORMS": "cpu"}
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke", "--output",
                str(output), "--workdir", str(tmp_path / "runs")]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
@@ -104,10 +101,7 @@ def test_slot_attention_throughput_benchmark_runs_jax_only(tmp_path, uncached_en
     command = [sys.executable, str(ROOT / "benchmarks" / "slot_attention_throughput.py"),
                "--resolution", "8", "--batch", "2", "--widths", "8", "--rounds", "1",
                "--steps", "1", "--warmup", "0", "--jax-only", "--output", str(output)]  # fmt: skip
-    # A smoke run times nothing that counts: XLA's backend optimisations off compile faster.
-    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
-    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=uncached_env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     ours, peer = result["rows"]
@@ -124,9 +118,7 @@ def test_oc_crl_benchmark_trains_both_models_and_scores_the_goal_from_its_rows(
     command = [sys.executable, str(ROOT / "benchmarks" / "oc_crl_data_efficiency.py"),
                "--pairs", "32", "--steps", "2", "--seeds", "0", "--test-size", "32",
                "--output", str(output)]  # fmt: skip
-    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
-    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=uncached_env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     rows = {r["model"]: r for r in result["rows"]}
@@ -149,9 +141,7 @@ def test_diffusion_sampling_benchmark_runs_jax_only_and_scores_goals_from_its_ro
                "--resolution", "8", "--base-width", "4", "--num-groups", "2", "--attention", "4",
                "--cond-size", "3", "--batch", "2", "--steps", "3", "--rounds", "1", "--jax-only",
                "--output", str(output)]  # fmt: skip
-    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
-    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=uncached_env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     fused, unfused, peer = result["rows"]
@@ -176,11 +166,7 @@ def test_mechanism_comparison_benchmark_trains_the_three_mechanisms_and_scores_i
     command = [sys.executable, str(ROOT / "benchmarks" / "mechanism_comparison.py"), "--size",
                "tiny", "--datasets", "pendulum", "--steps", "2", "--batch", "8", "--num", "4",
                "--cf-batch", "2", "--cf-steps", "1", "--output", str(output)]  # fmt: skip
-    # XLA's backend optimisations off: its many small programs compile faster, and with one
-    # DDIM step the diffusion's counterfactuals compute little.
-    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
-    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=uncached_env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     (pendulum,) = result["datasets"].values()
@@ -218,9 +204,7 @@ def test_cf_captioning_benchmark_trains_baseline_te_nde_and_scores_goals_from_it
     command = [sys.executable, str(ROOT / "benchmarks" / "cf_captioning.py"), "--size", "tiny",
                "--seeds", "0", "--steps", "4", "--ft-steps", "2", "--num", "8",
                "--output", str(output)]  # fmt: skip
-    xla_flags = f"{uncached_env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
-    env = {**uncached_env, "XLA_FLAGS": xla_flags.strip()}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=uncached_env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     models = ["baseline", "+TE", "+NDE"]

@@ -150,11 +150,11 @@ def test_image_mechanism_abduct_predict_reproduces_the_image(model, key):
 
 
 def test_adam_reduces_the_loss_on_morpho_digits(model):
-    batch = MorphoDigits().sample(jax.random.key(0), 64)
+    batch = MorphoDigits().sample(jax.random.key(0), 32)
     x = from_pixels(batch["image"])
     context = MORPHO(batch)
     graphdef, params = nnx.split(model, nnx.Param)
-    tx = optax.adam(2e-3)
+    tx = optax.adam(4e-3)
 
     def objective(params, key):
         return nnx.merge(graphdef, params).loss(x, context, key)[0]
@@ -172,11 +172,11 @@ def test_adam_reduces_the_loss_on_morpho_digits(model):
     with lenient_promotion():
         opt_state = tx.init(params)
     # A Python loop: XLA:CPU runs convolutions inside a `lax.scan` many times slower.
-    for key in jax.random.split(jax.random.key(2), 150):
+    for key in jax.random.split(jax.random.key(2), 80):
         params, opt_state = step(params, opt_state, key)
     after = float(evaluate(params, jax.random.key(1)))
     print(f"VAE loss {before:.3f} -> {after:.3f}")
-    # Seen: 2.452 -> 0.937 nats per pixel dimension (150 steps, lr 2e-3, CPU).
+    # Seen: 2.438 -> 1.246 nats per pixel dimension (80 steps of 32 images, lr 4e-3, CPU).
     assert np.isfinite(after)
     assert after < 0.6 * before, (before, after)
 
