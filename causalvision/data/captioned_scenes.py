@@ -236,15 +236,22 @@ class CaptionedScenes(SpriteScenes):
     "rotation" `(N, M)` (radians), "wording" `(N, M)` (in [0, 1)), "shape_noise" `(N, 2, 5)`
     (Gumbel noise of shape_0 and shape_1) and "image" `(N, S, S, 3)` float32 in [0, 1].
     Everything `SpriteScenes` offers for a scene works here: `render`, `coverage`,
-    `visibility`, `instance_masks`, `objects`, `counterfactual`, `perturbation_pairs`.
+    `visibility`, `instance_masks`, `objects`, `counterfactual`, `perturbation_pairs`. Test
+    images with their true captions: `remove_object` (the counterfactual without an object)
+    and `mask_object` (See-or-Guess: the object's box blacked out and blurred).
 
     Example:
-      data = CaptionedScenes(image_size=32)
-      batch = data.sample(jax.random.key(0), 16)
-      data.captions(batch)[0]                     # e.g. "a blue star and a white triangle"
-      removed = data.remove_object(batch, 0)      # slot 0 gone; removed["caption"]
-      masked = data.mask_object(batch, 1)         # See-or-Guess image; masked["caption"]
-      ids, mask = data.vocabulary().encode(data.captions(batch), max_len=24)
+      >>> import jax
+      >>> data = CaptionedScenes(max_objects=2, image_size=32)
+      >>> batch = data.sample(jax.random.key(0), 2)
+      >>> data.captions(batch)
+      ['a yellow square and an orange square', 'a magenta diamond and a white circle']
+      >>> removed = data.remove_object(batch, 0)  # the exact counterfactual without slot 0
+      >>> removed["caption"].tolist()
+      ['an orange square', 'a magenta diamond']
+      >>> ids, mask = data.vocabulary().encode(data.captions(batch), max_len=12)
+      >>> ids.shape
+      (2, 12)
     """
 
     name = "captioned_scenes"

@@ -247,12 +247,18 @@ class ConfoundedShapes:
     (the Gumbel noise of the shape node) and "image" `(N, S, S, 3)` float32 in [0, 1].
 
     Example:
-      data = ConfoundedShapes()
-      batch = data.sample(jax.random.key(0), 16)
-      groups = data.group(batch["shape"], batch["background"])
-      swapped = data.counterfactual(batch, do={"background": 2, "shape": batch["shape"]})
-      data.measure(swapped["image"] * 255)["background"]       # 2 everywhere
-      test = data.split("anticorrelated").sample(jax.random.key(1), 16)
+      >>> import jax
+      >>> data = ConfoundedShapes(image_size=16)
+      >>> batch = data.sample(jax.random.key(0), 4)
+      >>> batch["image"].shape
+      (4, 16, 16, 3)
+      >>> groups = data.group(batch["shape"], batch["background"])  # shape * K + background
+      >>> swapped = data.counterfactual(batch, do={"background": 2, "shape": batch["shape"]})
+      >>> data.measure(swapped["image"] * 255)["background"].tolist()  # read off the pixels
+      [2, 2, 2, 2]
+      >>> test = data.split("anticorrelated").sample(jax.random.key(1), 4)
+      >>> bool((test["shape"] != test["background"]).all())
+      True
     """
 
     name = "confounded_shapes"

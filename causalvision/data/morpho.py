@@ -330,10 +330,14 @@ class MorphoDigits:
     `(N, 2)`, "jitter" `(N, P, 2)`) and "image" `(N, 32, 32, 1)` float32 in [0, 255].
 
     Example:
-      morpho = MorphoDigits()
-      batch = morpho.sample(jax.random.key(0), 16)
-      cf = morpho.counterfactual(batch, do={"thickness": 4.0})
-      morpho.measure(cf["image"])["thickness"]   # ≈ 4
+      >>> import jax
+      >>> morpho = MorphoDigits()
+      >>> batch = morpho.sample(jax.random.key(0), 2)
+      >>> batch["image"].shape
+      (2, 32, 32, 1)
+      >>> cf = morpho.counterfactual(batch, do={"thickness": 4.0})  # the same digits, redrawn
+      >>> morpho.measure(cf["image"])["thickness"].round().tolist()  # read off the pixels
+      [4.0, 4.0]
     """
 
     name = "morpho_digits"

@@ -217,9 +217,16 @@ class Pendulum:
         `shadow_length` and `shadow_position` (canvas units) deterministic children.
 
     Example:
-      pendulum = Pendulum(image_size=64)
-      batch = pendulum.sample(jax.random.key(0), 16)      # attributes + "image"
-      cf = pendulum.counterfactual(batch, do={"light": 120.0})
+      >>> import jax
+      >>> pendulum = Pendulum(image_size=16)
+      >>> batch = pendulum.sample(jax.random.key(0), 2)  # attributes + "image"
+      >>> batch["image"].shape
+      (2, 16, 16, 3)
+      >>> cf = pendulum.counterfactual(batch, do={"light": 120.0})
+      >>> cf["light"].tolist(), bool((cf["angle"] == batch["angle"]).all())
+      ([120.0, 120.0], True)
+      >>> bool((cf["shadow_position"] != batch["shadow_position"]).all())  # the shadow moved
+      True
     """
 
     name = "pendulum"

@@ -77,8 +77,14 @@ class ArraySource:
     the leaf's dtype; views, not copies). Negative indices count from the end as for a list.
 
     Example:
-      source = ArraySource({"image": images, "label": labels})   # (N, 32, 32, 1), (N,)
-      ds = make_pipeline(source, batch_size=128, seed=0)
+      >>> import numpy as np
+      >>> images, labels = np.zeros((10, 4, 4, 1), np.uint8), np.arange(10)
+      >>> source = ArraySource({"image": images, "label": labels})
+      >>> len(source), int(source[3]["label"]), source[-1]["image"].shape
+      (10, 3, (4, 4, 1))
+      >>> ds = make_pipeline(source, batch_size=4, seed=0)  # shuffled batches, forever
+      >>> next(iter(ds))["image"].shape
+      (4, 4, 4, 1)
     """
 
     def __init__(self, arrays: Mapping[str, Any]):

@@ -251,11 +251,18 @@ class SpriteScenes:
     earlier object completely: positions are independent).
 
     Example:
-      data = SpriteScenes()
-      batch = data.sample(jax.random.key(0), 16)
-      masks = data.instance_masks(batch)                     # (16, 64, 64) int32, 0..6
-      recoloured = data.counterfactual(batch, do={"colour_0": 2})
-      first, second, changed = data.perturbation_pairs(jax.random.key(1), 16)
+      >>> import jax
+      >>> data = SpriteScenes(max_objects=3, image_size=32)
+      >>> batch = data.sample(jax.random.key(0), 2)
+      >>> masks = data.instance_masks(batch)  # 0 background, k + 1 where slot k shows
+      >>> masks.shape, int(masks.max()) <= 3
+      ((2, 32, 32), True)
+      >>> recoloured = data.counterfactual(batch, do={"colour_0": 2})
+      >>> recoloured["colour_0"].tolist(), data.colours[2]
+      ([2, 2], 'blue')
+      >>> first, second, changed = data.perturbation_pairs(jax.random.key(1), 2)
+      >>> changed["slot"].shape  # (pairs, objects changed): the one slot changed per pair
+      (2, 1)
     """
 
     name = "sprite_scenes"

@@ -111,8 +111,15 @@ class GeneratedSource:
     counterfactual images.
 
     Example:
-      source = GeneratedSource(MorphoDigits(), size=60_000, seed=0)
-      example = source[123]            # renders chunk 0 (examples 0-255) once, then caches it
+      >>> from causalvision.data import Pendulum, quantize_image, stack_examples
+      >>> pendulum = Pendulum(image_size=16)
+      >>> source = GeneratedSource(pendulum, size=60_000, seed=0, chunk_size=8)
+      >>> example = source[5]  # renders chunk 0 (examples 0-7) once, then caches it
+      >>> example["image"].dtype, example["image"].shape
+      (dtype('uint8'), (16, 16, 3))
+      >>> image = pendulum.render(stack_examples([example]))  # again, from its attributes
+      >>> bool((quantize_image(pendulum, image)[0] == example["image"]).all())
+      True
     """
 
     def __init__(

@@ -227,8 +227,17 @@ class BackdoorAdjustment(nnx.Module):
         reference), and of a learned dictionary given by its size.
 
     Example:
-      layer = BackdoorAdjustment(1024, class_means, prior, rngs=nnx.Rngs(0))
-      logits = head(layer(roi_features))        # [N, 2048] -> head -> [N, K]
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> class_means = jnp.array([[1.0, 0.0], [0.0, 1.0]], jnp.float32)  # Z: C = 2 rows
+      >>> prior = jnp.array([0.75, 0.25], jnp.float32)  # P(c)
+      >>> rngs = nnx.Rngs(0)
+      >>> layer = BackdoorAdjustment(2, class_means, prior, normalize_weights=True, rngs=rngs)
+      >>> out = layer(jnp.ones((5, 2), jnp.float32))  # [x ; z]: [5, 2] -> [5, 4], for a head
+      >>> out.shape == (5, layer.out_features)
+      True
+      >>> out[0].round(2).tolist()  # untrained, A ≈ uniform: z ≈ Σ_c P(c) Z_c
+      [1.0, 1.0, 0.75, 0.25]
     """
 
     def __init__(

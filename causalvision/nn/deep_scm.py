@@ -6,7 +6,8 @@
 and effects are the engine's, not this module's. The attributes and their graph come from a
 dataset's specs (`causalvision.data.Dataset.attribute_specs`).
 
-Example (Morpho digits):
+Usage (Morpho digits; not a doctest: a useful deep SCM is a trained one)::
+
   specs = MorphoDigits.attribute_specs
   config = HVAEConfig(context_dim=DeepSCM.context_dim(specs))
   deep = DeepSCM(specs, HVAE(config, rngs=rngs), rngs=rngs)

@@ -257,7 +257,8 @@ class DiffusionAutoEncoder(nnx.Module):
       config: sizes and training settings (`DiffusionAutoEncoderConfig`).
       rngs: parameter initialisation.
 
-    Example:
+    Usage (not a doctest: even a tiny model's counterfactual compiles for seconds on a CPU)::
+
       model = DiffusionAutoEncoder(DiffusionAutoEncoder.Config(context_dim=3), rngs=nnx.Rngs(0))
       loss, metrics = model.loss(x, context, key)      # x (N, 32, 32, 1) in [-1, 1]
       scm = SCM({..., "image": model.mechanism(encoding, num_steps=50)})

@@ -69,15 +69,17 @@ class DeconfoundedMatching(nnx.Module):
       rngs: the projections (LeCun normal) first, then the adjustment layers.
 
     Example:
-      image_z, image_p = confounder_dictionary(
-          lambda f: f, {"image": image_feats}, key=k1, num_prototypes=16, progress=False)
-      text_z, text_p = confounder_dictionary(
-          lambda f: f, {"text": text_feats}, image_key="text", key=k2, num_prototypes=16,
-          progress=False)
-      head = DeconfoundedMatching(2048, 768, 256, image_dictionary=image_z,
-                                  text_dictionary=text_z, image_prior=image_p,
-                                  text_prior=text_p, rngs=nnx.Rngs(0))
-      loss = info_nce(head(images, texts), temperature=0.05)
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> images = jax.random.normal(jax.random.key(0), (4, 6), jnp.float32)  # encoder features
+      >>> texts = jax.random.normal(jax.random.key(1), (4, 5), jnp.float32)
+      >>> head = DeconfoundedMatching(  # dictionaries: e.g. `confounder_dictionary` prototypes
+      ...     6, 5, 8, image_dictionary=images[:2], text_dictionary=texts[:2], rngs=nnx.Rngs(0)
+      ... )
+      >>> similarity = head(images, texts)  # [N, M] cosines; train with `losses.info_nce`
+      >>> similarity.shape, bool(jnp.all(jnp.abs(similarity) <= 1.0))
+      ((4, 4), True)
     """
 
     def __init__(

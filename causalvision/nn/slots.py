@@ -518,8 +518,18 @@ class SlotAttentionAutoEncoder(nnx.Module):
       rngs: parameter initialisation.
 
     Example:
-      model = SlotAttentionAutoEncoder(SlotAttentionAutoEncoder.Config(), rngs=nnx.Rngs(0))
-      mse, out = model.loss(images, jax.random.key(1))
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> config = SlotAttentionAutoEncoder.Config.tiny(resolution=16, num_slots=3)
+      >>> model = SlotAttentionAutoEncoder(config, rngs=nnx.Rngs(0))
+      >>> images = jnp.zeros((2, 16, 16, 3), jnp.float32)  # (B, H, W, C) in [-1, 1]
+      >>> loss = nnx.jit(SlotAttentionAutoEncoder.loss)  # compiled once, as in a train step
+      >>> mse, out = loss(model, images, jax.random.key(1))  # train on mse
+      >>> out["masks"].shape, out["slots"].shape  # (B, K, H, W, 1), (B, K, D)
+      ((2, 3, 16, 16, 1), (2, 3, 8))
+      >>> round(float(out["masks"].sum(axis=1).min()), 3)  # each pixel's masks sum to 1
+      1.0
     """
 
     Config: ClassVar[type] = SlotAttentionAutoEncoderConfig

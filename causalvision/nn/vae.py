@@ -120,8 +120,19 @@ class VAE(nnx.Module):
       rngs: parameter initialisation.
 
     Example:
-      vae = VAE(VAEConfig(context_dim=12), rngs=nnx.Rngs(0))
-      mechanism = vae.mechanism(ParentEncoding([...]))
+      >>> import jax
+      >>> from flax import nnx
+      >>> from causalvision.nn import VAE, ParentEncoding, VAEConfig
+      >>> from causalvision.scm import SCM, Categorical
+      >>> vae = VAE(VAEConfig.tiny((8, 8, 1), context_dim=2), rngs=nnx.Rngs(0))  # untrained
+      >>> encoding = ParentEncoding([("label", "categorical", 2)])  # one-hot: 2 columns
+      >>> scm = SCM({"label": Categorical([], [0.5, 0.5]), "image": vae.mechanism(encoding)})
+      >>> batch = scm.sample(jax.random.key(0), 4)
+      >>> batch["image"].shape
+      (4, 8, 8, 1)
+      >>> same = scm.counterfactual(batch, do={"label": batch["label"]})  # a null intervention
+      >>> round(float(abs(same["image"] - batch["image"]).max()), 2)  # gives the image back
+      0.0
     """
 
     Config: ClassVar[type] = VAEConfig

@@ -64,12 +64,19 @@ class SCM:
       latent: nodes that are never observed in data (used by identification).
 
     Example:
-      scm = SCM({
-          "Z": Root(dist.Normal(0.0, 1.0)),
-          "X": LinearGaussian(["Z"], weights=[1.0]),
-          "Y": LinearGaussian(["X", "Z"], weights=[2.0, -1.0]),
-      })
-      scm.counterfactual({"Z": z, "X": x, "Y": y}, do={"X": 0.0})["Y"]
+      >>> import jax.numpy as jnp
+      >>> import numpyro.distributions as dist
+      >>> from causalvision.scm import SCM, LinearGaussian, Root
+      >>> scm = SCM({
+      ...     "Z": Root(dist.Normal(0.0, 1.0)),
+      ...     "X": LinearGaussian(["Z"], weights=[1.0]),  # X = Z + U_X
+      ...     "Y": LinearGaussian(["X", "Z"], weights=[2.0, -1.0]),  # Y = 2X - Z + U_Y
+      ... })
+      >>> unit = {"Z": 1.0, "X": 2.0, "Y": 3.0}  # one unit: U_X = 1, U_Y = 3 - 4 + 1 = 0
+      >>> factual = {node: jnp.array([value], jnp.float32) for node, value in unit.items()}
+      >>> cf = scm.counterfactual(factual, do={"X": 0.0})  # Y = 2·0 - 1 + U_Y
+      >>> round(float(cf["Y"][0]), 3)
+      -1.0
     """
 
     def __init__(self, mechanisms: Mapping[str, Mechanism], *, latent: Iterable[str] = ()):

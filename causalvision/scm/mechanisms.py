@@ -717,10 +717,19 @@ class NumpyroMechanism(Mechanism):
     infers the noise posterior by SVI or NUTS, once for all units, in one jitted program.
 
     Example:
-      def model(x):
-          u = numpyro.sample("u", dist.Normal(0.0, 1.0))
-          return jnp.tanh(x) + u ** 3
-      NumpyroMechanism(("x",), model)
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpyro
+      >>> import numpyro.distributions as dist
+      >>> from causalvision.scm import SCM, NumpyroMechanism, Root
+      >>> def model(x):
+      ...     u = numpyro.sample("u", dist.Normal(0.0, 1.0))
+      ...     return jnp.tanh(x) + u**3
+      >>> scm = SCM({"x": Root(dist.Normal(0.0, 1.0)), "y": NumpyroMechanism(("x",), model)})
+      >>> factual = {"x": jnp.zeros(1, jnp.float32), "y": jnp.ones(1, jnp.float32)}  # u = 1
+      >>> cf = scm.counterfactual(factual, do={"x": 1.0}, key=jax.random.key(0))  # u by SVI
+      >>> round(float(cf["y"][0]), 1)  # exactly tanh(1) + 1 = 1.76
+      1.8
     """
 
     parents: tuple[str, ...]
