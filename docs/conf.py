@@ -1,8 +1,11 @@
 """Sphinx configuration of the causalvision documentation site.
 
 Build it with ``make docs`` (warnings are errors). The tutorials in ``notebooks/`` are copied
-into ``docs/tutorials/`` and rendered by myst-nb through jupytext, *not* executed unless
-``CAUSALVISION_DOCS_EXECUTE=1`` (the test suite executes them; see tests/test_notebooks.py).
+into ``docs/tutorials/`` and rendered by myst-nb, which never executes them
+(``_ext/tutorials.py``): ``make docs`` first executes them at small settings into
+``docs/_build/tutorials/`` and builds with ``-D tutorials_executed=docs/_build/tutorials``, so
+their pages show those executed notebooks; a build without the option (the test suite's fast
+one) shows the sources unexecuted, and the suite executes them itself (tests/test_notebooks.py).
 The benchmark tables of "Performance" and "Reproducing the papers" are read from
 ``benchmarks/results/*.json`` at build time (``_ext/cv_benchmarks.py``).
 """
@@ -149,6 +152,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "cv_benchmarks",
+    "tutorials",
 ]
 
 exclude_patterns = ["_build", "conf.py", "_ext", "Thumbs.db", ".DS_Store", "**/.ipynb_checkpoints"]
@@ -164,12 +168,11 @@ suppress_warnings = ["myst.header"]  # pages open at "##" after a prose title in
 # MyST and myst-nb: notebooks are jupytext percent-format .py files.
 myst_enable_extensions = ["colon_fence", "dollarmath", "deflist"]
 myst_heading_anchors = 3
-nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
-_EXECUTE = os.environ.get("CAUSALVISION_DOCS_EXECUTE", "") not in ("", "0")
-nb_execution_mode = "cache" if _EXECUTE else "off"
-nb_execution_timeout = 1800
-nb_execution_raise_on_error = True
-nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
+# Read through _ext/tutorials.py, which swaps in the executed notebook when there is one.
+nb_custom_formats = {".py": ["tutorials.reads", {}]}
+nb_execution_mode = "off"  # executed by _ext/tutorials.py (make docs) or the suite, not here
+nb_output_stderr = "remove"  # progress bars and warnings of the executed tutorials
+tutorials_executed = ""  # a folder of executed notebooks (make docs: -D tutorials_executed=...)
 
 # API reference: one page per package (generated above): an autosummary table, then every
 # name's autodoc entry on the same page (a stub page per name makes furo's navigation slow).

@@ -30,8 +30,10 @@ num_examples = 8  # examples in the grids
 workdir = "../runs/notebook_02"
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import display
 
 import causalvision
 from causalvision.audit import (
@@ -87,10 +89,11 @@ print(
 # %%
 rows = counterfactual_rows(scm, examples, [{"thickness": 4.5}, {"intensity": 110.0}], morpho)
 path = counterfactual_grid(examples["image"], rows, f"{workdir}/notebook_grid.png")
-plt.figure(figsize=(8, 8))
+fig = plt.figure(figsize=(8, 8))
 plt.imshow(plt.imread(path))
 plt.axis("off")
-plt.show()
+display(fig)  # inline even after the trainer has set the "Agg" backend
+plt.close(fig)
 
 # %% [markdown]
 # ## Metrics

@@ -31,12 +31,14 @@ seed = 0
 workdir = "../runs/notebook_03"
 
 # %%
+# %matplotlib inline
 import pathlib
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
+from IPython.display import display
 
 import causalvision
 from causalvision.data import ConfoundedShapes
@@ -64,7 +66,8 @@ for row, split in enumerate(("train", "unconfounded", "anticorrelated")):
         ax.axis("off")
     axes[row, 0].text(-40, 16, split, fontsize=8, ha="right", va="center")
 plt.tight_layout()
-plt.show()
+display(fig)  # inline even after the trainer has set the "Agg" backend
+plt.close(fig)
 
 
 # %% [markdown]
@@ -130,7 +133,8 @@ for ax, (title, model) in zip(axes, (("ERM", erm), ("adjusted", adjusted)), stri
         f"worst-group accuracy {float(result['worst_group_accuracy']):.3f}"
     )
 plt.tight_layout()
-plt.show()
+display(fig)  # inline even after the trainer has set the "Agg" backend
+plt.close(fig)
 
 # %% [markdown]
 # ## The shortcut, by intervention
@@ -161,4 +165,5 @@ for ax, index in zip(axes[0], wrong, strict=False):
     ax.imshow(images[index])
     ax.set_title(f"{names[int(examples['shape'][index])]}→{names[int(factual[index])]}", fontsize=7)
     ax.axis("off")
-plt.show()
+display(fig)  # inline even after the trainer has set the "Agg" backend
+plt.close(fig)

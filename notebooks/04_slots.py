@@ -29,11 +29,13 @@ num_examples = 64  # held-out scenes scored
 workdir = "../runs/notebook_04"
 
 # %%
+# %matplotlib inline
 import pathlib
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import display
 
 import causalvision
 from causalvision.audit import evaluate_run, segmentation_colours
@@ -64,7 +66,8 @@ for k in range(8):
 for ax in axes.ravel():
     ax.axis("off")
 plt.tight_layout()
-plt.show()
+display(fig)  # inline even after the trainer has set the "Agg" backend
+plt.close(fig)
 
 # %% [markdown]
 # ## Train the slot autoencoder with the one trainer, then score its slots
@@ -84,10 +87,11 @@ print(
 
 # %%
 image = plt.imread(workdir / "eval" / "slots.png")
-plt.figure(figsize=(10, 10))
+fig = plt.figure(figsize=(10, 10))
 plt.imshow(image)
 plt.axis("off")
-plt.show()
+display(fig)  # inline even after the trainer has set the "Agg" backend
+plt.close(fig)
 
 # %% [markdown]
 # ## A sparse perturbation pair
@@ -109,7 +113,8 @@ for ax, picture, title in (
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 plt.tight_layout()
-plt.show()
+display(fig)  # inline even after the trainer has set the "Agg" backend
+plt.close(fig)
 print(
     f"object {slot}'s {prop}: {float(changed['old'][0, 0]):.3g} -> "
     f"{float(changed['new'][0, 0]):.3g}; pixels changed: {int((difference > 0).sum())}"

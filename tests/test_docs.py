@@ -3,7 +3,9 @@ name has a docstring, the docstrings' ``>>>`` examples run, and the built pages 
 headless Chromium with no console errors and every image decoded.
 
 The build here is the fast one: the tutorials are rendered, not executed (the notebook tests
-execute them); ``make docs`` is the same build into docs/_build/html.
+execute them through the same executor, docs/_ext/tutorials.py), except that tutorial 01 is
+given an executed notebook with a known text and image output (made here, not by running it),
+which its page must show as ``make docs`` shows the notebooks it executes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ import typing
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
+import tutorials  # noqa: E402
+
 PACKAGES = (
     "causalvision",
     "causalvision.scm",
@@ -37,13 +42,54 @@ PACKAGES = (
 BUILD_BUDGET_S = 120  # about 25 s on a quiet 2-core machine
 
 
+EXECUTED = "01_compose_an_scm.py"  # given an executed notebook in the build
+MARKER = "output of an executed cell, as make docs renders it"
+
+
+def _png() -> str:
+    """A small matplotlib figure as base64 PNG, as the inline backend would output it."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(2, 1.5), dpi=50)
+    axes.plot([0, 1, 2], [0, 1, 4])
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _executed_notebook(out: pathlib.Path) -> None:
+    """Tutorial 01 with outputs on its first code cell after the parameters, saved to `out`
+    as tutorials.execute_all saves an execution (with its content hash)."""
+    import jupytext
+    import nbformat
+
+    notebook = jupytext.read(ROOT / "notebooks" / EXECUTED)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    code[1].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=MARKER + "\n"),
+        nbformat.v4.new_output(
+            "display_data", data={"image/png": _png(), "text/plain": "<Figure>"}
+        ),
+    ]
+    tutorials.save(notebook, EXECUTED, out)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> pathlib.Path:
-    """The site built as `make docs` builds it (-W --keep-going), tutorials not executed."""
+    """The site built as `make docs` builds it (-W --keep-going), tutorials not executed but
+    for an executed notebook of 01 (:func:`_executed_notebook`)."""
     out = tmp_path_factory.mktemp("docs")
-    env = {k: v for k, v in os.environ.items() if k != "CAUSALVISION_DOCS_EXECUTE"}
-    env["JAX_PLATFORMS"] = "cpu"
+    _executed_notebook(out / "tutorials")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-E", "-q"]
+    command += ["-D", f"tutorials_executed={out / 'tutorials'}"]
     command += ["-d", str(out / "doctrees"), "docs", str(out / "html")]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -59,6 +105,8 @@ def test_site_has_every_page(site):
         assert (site / f"{page}.html").is_file(), page
     for notebook in sorted((ROOT / "notebooks").glob("[0-9]*.py")):
         assert (site / "tutorials" / f"{notebook.stem}.html").is_file(), notebook.name
+    unexecuted = (site / "tutorials" / "02_counterfactual_images.html").read_text()
+    assert "cell_output" not in unexecuted  # no executed notebook given: the source, no outputs
     performance = (site / "performance.html").read_text()
     for result in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
         assert f"benchmarks/results/{result.name}" in performance, result.name
@@ -140,7 +188,7 @@ def test_docstring_examples_run():
 
 @pytest.mark.parametrize(
     ("page", "min_images"),
-    [("index.html", 1), ("tutorials/01_compose_an_scm.html", 0), ("performance.html", 3)],
+    [("index.html", 1), ("tutorials/01_compose_an_scm.html", 1), ("performance.html", 3)],
 )
 def test_pages_load_in_chromium(site, page, min_images, browser):
     browser.get((site / page).resolve().as_uri())
@@ -153,3 +201,41 @@ def test_pages_load_in_chromium(site, page, min_images, browser):
     assert all(done and width > 0 for _, done, width in images), images
     title = browser.execute_script("return document.querySelector('h1').textContent")
     assert title.strip(), page
+
+
+def test_executed_tutorial_shows_its_outputs(site, browser):
+    """An executed notebook's page shows its text output and its figure, decoded."""
+    browser.get((site / "tutorials" / "01_compose_an_scm.html").resolve().as_uri())
+    outputs = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.cell_output')).map(o => o.innerText);"
+    )
+    assert any(MARKER in text for text in outputs), outputs
+    images = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.cell_output img'))"
+        ".map(i => [i.src, i.complete, i.naturalWidth, i.naturalHeight]);"
+    )
+    assert len(images) == 1, images
+    assert all(done and width == 100 and height == 75 for _, done, width, height in images), images
+
+
+def test_tutorial_executions_are_skipped_when_unchanged(tmp_path):
+    """make docs executes a tutorial again only when its source or settings changed."""
+    import nbformat
+
+    ran = []
+
+    def run(name, settings):
+        ran.append(name)
+        return nbformat.v4.new_notebook()
+
+    first, second = tutorials.names()[:2]
+    assert tutorials.execute_all(tmp_path, [first, second], run=run, log=print) == [first, second]
+    assert tutorials.execute_all(tmp_path, [first, second], run=run, log=print) == []
+    assert tutorials.is_current(first, tmp_path)
+    changed = {**tutorials.DOCS, first: {**tutorials.DOCS[first], "seed": 7}}
+    assert not tutorials.is_current(first, tmp_path, changed)
+    assert tutorials.execute_all(tmp_path, [first, second], changed, run=run) == [first]
+    assert tutorials.execute_all(tmp_path, [second], run=run, force=True) == [second]
+    (tmp_path / f"{pathlib.Path(second).stem}.sha256").write_text("0" * 64)  # source changed
+    assert tutorials.execute_all(tmp_path, [second], run=run) == [second]
+    assert ran == [first, second, first, second, second]

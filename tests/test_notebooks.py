@@ -1,51 +1,26 @@
-"""Tutorials are executed end to end (small settings injected into their `parameters` cell)."""
+"""Tutorials are executed end to end at the suite's small settings (``tutorials.SUITE``,
+injected into their `parameters` cell) by the executor the docs site shares
+(docs/_ext/tutorials.py)."""
 
-import os
 import pathlib
 import re
+import sys
 
-import jupytext
-import nbclient
 import pytest
 
-NOTEBOOKS = pathlib.Path(__file__).parents[1] / "notebooks"
-SMALL = {
-    "01_compose_an_scm.py": "num_samples = 20_000\nfit_steps = 300\nseed = 1\n",
-    "02_counterfactual_images.py": (
-        # The tiny preset's own step count: the same programs as tests/test_deep_scm.py's
-        # run, which this kernel then loads from the session's compilation cache.
-        "import tempfile\npreset = 'tiny'\nnum_steps = 6\nnum_examples = 4\n"
-        "workdir = tempfile.mkdtemp()\n"
-    ),
-    "04_slots.py": (
-        "import tempfile\npreset = 'tiny'\nnum_steps = 2\nnum_examples = 8\n"
-        "workdir = tempfile.mkdtemp()\n"
-    ),
-    "05_diffusion_counterfactuals.py": (
-        # The tiny preset's own step count (as for 02: programs shared through the cache).
-        "import tempfile\npreset = 'morpho_tiny'\nnum_steps = 4\nnum_examples = 4\n"
-        "workdir = tempfile.mkdtemp()\n"
-    ),
-    "06_counterfactual_captioning.py": (
-        "import tempfile\npreset = 'tiny'\nnum_steps = 4\nft_steps = 2\nnum_eval = 8\nbeam = 2\n"
-        "workdir = tempfile.mkdtemp()\n"
-    ),
-    "07_audit_a_classifier.py": (
-        # The tiny presets, as tests/test_audit_worked.py trains them (programs shared through
-        # the compilation cache).
-        "import tempfile\nsuffix = '_tiny'\nunits = 32\nnum_bootstrap = 200\n"
-        "workdir = tempfile.mkdtemp()\n"
-    ),
-    "03_deconfounding.py": (
-        "import tempfile\nnum_steps = 30\ntrain_size = 256\ntest_size = 64\nseed = 0\n"
-        "workdir = tempfile.mkdtemp()\n"
-    ),
-}
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "docs" / "_ext"))
+import tutorials
 
-# Kernels with XLA's backend optimisations off: their many small programs compile faster, and
-# no other test compiles the same programs (05 alone trains the diffusion's morpho_tiny preset),
-# so no program from the session's compilation cache is lost.
-FAST_COMPILE = {"05_diffusion_counterfactuals.py"}
+# Figures each tutorial shows (image outputs): what its page on the docs site shows.
+FIGURES = {
+    "01_compose_an_scm.py": 0,
+    "02_counterfactual_images.py": 1,
+    "03_deconfounding.py": 3,
+    "04_slots.py": 3,
+    "05_diffusion_counterfactuals.py": 2,
+    "06_counterfactual_captioning.py": 2,
+    "07_audit_a_classifier.py": 4,
+}
 
 
 def outputs(notebook) -> str:
@@ -54,19 +29,14 @@ def outputs(notebook) -> str:
     )
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.py")))
+@pytest.mark.parametrize("name", tutorials.names())
 def test_notebook_runs(name):
-    notebook = jupytext.read(NOTEBOOKS / name)
-    parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(parameters) == 1, "each tutorial has exactly one `parameters` cell"
-    parameters[0].source = SMALL[name]
-    env = dict(os.environ)
-    if name in FAST_COMPILE:
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
-    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=600).execute(
-        cwd=str(NOTEBOOKS), env=env
-    )
+    notebook = tutorials.execute(name, tutorials.SUITE)
     text = outputs(notebook)
+    images = [
+        o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+    ]
+    assert len(images) == FIGURES[name], "a figure did not show inline"
     if name == "01_compose_an_scm.py":
         assert "Joe's score had he doubled his homework: 1.90" in text
         assert "strategy: frontdoor | set: ['tar']" in text
