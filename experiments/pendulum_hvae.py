@@ -60,11 +60,11 @@ def get_config(preset: str = "default") -> Config:
         return config
     if preset == "tiny":  # seconds, for tests
         config.data.size, config.data.eval_size = 128, 32
-        config.data.options = {"image_size": 32}
+        config.data.options = {"image_size": 16}  # the renderer's smallest
         config.model["image"] = {
             "widths": (8, 16),
-            "encoder": "32b1d32,1b1",
-            "decoder": "1b1,32b1",
+            "encoder": "16b1d16,1b1",
+            "decoder": "1b1,16b1",
             "z_dim": 4,
         }
         t = config.trainer

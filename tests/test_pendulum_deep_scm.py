@@ -20,7 +20,7 @@ def test_train_then_evaluate_against_the_exact_counterfactuals(tmp_path, capsys)
     command = ["train", f"{EXPERIMENT}:tiny", "--workdir", str(run)]
     assert cli_main([*command, "--set", "trainer.eval_every=None"]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["model"]["image"]["image_shape"] == [32, 32, 3]  # from the dataset
+    assert config["model"]["image"]["image_shape"] == [16, 16, 3]  # from the dataset
     assert config["model"]["image"]["context_dim"] == 4  # four continuous parents
 
     assert cli_main(["evaluate", "--workdir", str(run), "--n", "8", "--out", str(tmp_path)]) == 0
