@@ -33,6 +33,7 @@
 suffix = ""  # experiments/audit_classifier.py preset suffix; "_tiny" for a smoke run
 units = 256  # held-out digits audited
 num_bootstrap = 1000  # resamples of each interval
+num_steps = None  # training steps of each classifier; None: the preset's
 workdir = "../runs/notebook_07"
 
 # %%
@@ -98,6 +99,9 @@ show(figure)
 runs = {}
 for name, config in configs.items():
     config.trainer.progress = False
+    if num_steps is not None:
+        t = config.trainer
+        t.num_steps = t.log_every = t.eval_every = t.checkpoint_every = num_steps
     runs[name] = workdir / f"{name}{suffix}"
     train_and_evaluate(config, runs[name])
 classifiers = {name: as_classifier(run) for name, run in runs.items()}

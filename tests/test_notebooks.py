@@ -68,7 +68,7 @@ def test_notebook_runs(name):
             assert [s for s, _ in errors] == ["0.25", "0.5", "1"]
             assert all(0 < float(e) < 255 for _, e in errors)
     if name == "07_audit_a_classifier.py":
-        assert "trained confounded, unconfounded: 600 steps each" in text
+        assert "trained confounded, unconfounded: 100 steps each" in text
         for name_ in ("confounded", "unconfounded"):
             assert re.search(rf"{name_}: accuracy on unconfounded digits [01]\.\d{{3}}", text)
             assert re.search(rf"{name_}: flip rate over intensity( \d\.\d\d,?){{4}}", text)
