@@ -73,23 +73,6 @@ def named_cases() -> list[tuple[str, CausalGraph, Query]]:
     ]
 
 
-def random_graph(rng: np.random.Generator) -> CausalGraph:
-    """4-8 observed nodes, random forward edges, 1-3 latent confounders (roots with two
-    observed children), as in tests/test_id_algorithm.py."""
-    n = int(rng.integers(4, 9))
-    names = [f"V{i}" for i in range(n)]
-    density = rng.uniform(0.2, 0.5)
-    edges = [
-        (names[i], names[j]) for i in range(n) for j in range(i + 1, n) if rng.random() < density
-    ]
-    latent: list[str] = []
-    for k in range(int(rng.integers(1, 4))):
-        a, b = rng.choice(names, size=2, replace=False)
-        edges += [(f"U{k}", str(a)), (f"U{k}", str(b))]
-        latent.append(f"U{k}")
-    return CausalGraph(edges, nodes=names, latent=latent)
-
-
 def random_queries(g: CausalGraph, rng: np.random.Generator) -> list[Query]:
     obs = list(g.observed)
     queries: list[Query] = [((x,), (y,), ()) for x, y in itertools.permutations(obs, 2)]
@@ -343,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     cases = [(name, g, [q]) for name, g, q in named_cases()]
     for k in range(args.graphs):
-        g = random_graph(rng)
+        g = RandomBinarySCM.random_graph(rng)
         cases.append((f"random {k}", g, random_queries(g, rng)))
     named_rows, random_rows, graph_rows = [], [], []
     for name, g, queries in cases:

@@ -109,7 +109,7 @@ def test_latent_projection_observed_node_blocks_bidirected() -> None:
 def test_latent_projection_matches_path_definition(seed: int) -> None:
     """Brute force over simple paths in the DAG: a -> b iff a directed path a ~> b with latent
     inner nodes; a <-> b iff a latent node has such paths to both."""
-    g = random_graph(np.random.default_rng(1000 + seed), latent_anywhere=True)
+    g = RandomBinarySCM.random_graph(np.random.default_rng(1000 + seed), latent_anywhere=True)
     dag = g.to_networkx()
     latent = g.latent
 
@@ -322,26 +322,6 @@ def test_expression_evaluation_conventions() -> None:
 
 
 # ---------------------------------------------------------------------------- random graphs
-def random_graph(rng: np.random.Generator, *, latent_anywhere: bool = False) -> CausalGraph:
-    """4-8 observed nodes, random forward edges, 1-3 latent confounders (roots with two
-    observed children); with ``latent_anywhere``, some inner nodes are latent instead."""
-    n = int(rng.integers(4, 9))
-    names = [f"V{i}" for i in range(n)]
-    density = rng.uniform(0.2, 0.5)
-    edges = [
-        (names[i], names[j]) for i in range(n) for j in range(i + 1, n) if rng.random() < density
-    ]
-    latent: list[str] = []
-    if latent_anywhere:
-        k = int(rng.integers(1, 3))
-        latent = [str(v) for v in rng.choice(names, size=k, replace=False)]
-    for k in range(int(rng.integers(1, 4))):
-        a, b = rng.choice(names, size=2, replace=False)
-        edges += [(f"U{k}", str(a)), (f"U{k}", str(b))]
-        latent.append(f"U{k}")
-    return CausalGraph(edges, nodes=names, latent=latent)
-
-
 def random_queries(
     g: CausalGraph, rng: np.random.Generator
 ) -> list[tuple[list[str], list[str], list[str]]]:
@@ -365,7 +345,7 @@ def test_random_graphs_against_enumeration() -> None:
     rng = np.random.default_rng(2006)
     counts = {"backdoor": 0, "frontdoor": 0, "id": 0, "idc": 0, "none": 0}
     for _ in range(200):
-        g = random_graph(rng)
+        g = RandomBinarySCM.random_graph(rng)
         model = RandomBinarySCM(g, rng)
         table = model.observational()
         for xs, ys, zs in random_queries(g, rng):
@@ -395,7 +375,7 @@ def test_random_graphs_with_inner_latent_nodes() -> None:
     rng = np.random.default_rng(1993)
     identified = 0
     for _ in range(60):
-        g = random_graph(rng, latent_anywhere=True)
+        g = RandomBinarySCM.random_graph(rng, latent_anywhere=True)
         model = RandomBinarySCM(g, rng)
         for xs, ys, zs in random_queries(g, rng)[::3]:
             result = g.identify(xs, ys, given=zs or None)

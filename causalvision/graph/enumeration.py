@@ -35,6 +35,30 @@ class RandomBinarySCM:
       True
     """
 
+    @staticmethod
+    def random_graph(rng: np.random.Generator, *, latent_anywhere: bool = False) -> CausalGraph:
+        """A random graph to check identification on: 4-8 observed nodes V0..., forward edges
+        of a random density in [0.2, 0.5], and 1-3 latent confounders U0... (roots with two
+        observed children); with `latent_anywhere`, one or two of the V nodes are latent too."""
+        n = int(rng.integers(4, 9))
+        names = [f"V{i}" for i in range(n)]
+        density = rng.uniform(0.2, 0.5)
+        edges = [
+            (names[i], names[j])
+            for i in range(n)
+            for j in range(i + 1, n)
+            if rng.random() < density
+        ]
+        latent: list[str] = []
+        if latent_anywhere:
+            k = int(rng.integers(1, 3))
+            latent = [str(v) for v in rng.choice(names, size=k, replace=False)]
+        for k in range(int(rng.integers(1, 4))):
+            a, b = rng.choice(names, size=2, replace=False)
+            edges += [(f"U{k}", str(a)), (f"U{k}", str(b))]
+            latent.append(f"U{k}")
+        return CausalGraph(edges, nodes=names, latent=latent)
+
     def __init__(self, graph: CausalGraph, rng: np.random.Generator) -> None:
         self.graph = graph
         self.nodes = graph.nodes
