@@ -38,7 +38,7 @@ NOTEBOOKS = ROOT / "notebooks"
 Settings = Mapping[str, Any]
 
 #: The test suite's settings: seconds of training each. 02, 05 and 07 train the tiny presets
-#: for their own step counts, the same programs as tests/test_deep_scm.py,
+#: (02 and 05 for their own step counts), the same programs as tests/test_deep_scm.py,
 #: test_diffusion_scm.py and test_audit_worked.py, which the kernels then load from the
 #: session's compilation cache.
 SUITE: dict[str, Settings] = {
